@@ -1,0 +1,160 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Starts the real `barge` binary (a fresh `barge up` per measurement, on a free loopback port
+/// and a fresh data directory) and measures it over HTTP: SubmitJob requests/s, trivial jobs/s
+/// end to end, and the server's resident memory idle and with many jobs queued.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "barge-bench", version)]
+pub struct Args {
+    /// The `barge` binary to benchmark. Without it: `target/release/barge` under the current
+    /// directory, else `barge` next to this program.
+    #[arg(long, value_name = "PATH")]
+    pub barge: Option<PathBuf>,
+
+    /// SubmitJob requests in each submit measurement.
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub submit_jobs: u64,
+
+    /// Concurrent HTTP/1.1 keep-alive clients, one connection each.
+    #[arg(long, value_name = "C", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub clients: u64,
+
+    /// Trivial jobs (`true` through the process runner) in the end-to-end measurement.
+    #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub e2e_jobs: u64,
+
+    /// vCPUs the local agent offers. More than the host has oversubscribes it, which suits
+    /// trivial jobs that need 1 vCPU each on paper and almost nothing in fact.
+    #[arg(long, value_name = "V", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub agent_vcpus: u64,
+
+    /// Memory the local agent offers, in MiB (each benchmark job asks for 16).
+    #[arg(long, value_name = "M", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub agent_memory_mib: u64,
+
+    /// Jobs left waiting in a queue whose only compute environment is DISABLED, for the
+    /// memory measurement.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub queued_jobs: u64,
+
+    /// Run one scenario only.
+    #[arg(long, value_enum)]
+    pub only: Option<Scenario>,
+
+    /// Output format of the report (progress always goes to stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Markdown)]
+    pub output: OutputFormat,
+
+    /// Hard limit on each scenario, in seconds; past it the scenario fails and its server is
+    /// killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub scenario_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Submit,
+    E2e,
+    Memory,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 3] = [Scenario::Submit, Scenario::E2e, Scenario::Memory];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Submit => "submit",
+            Scenario::E2e => "e2e",
+            Scenario::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Markdown,
+    Json,
+}
+
+impl Args {
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        match self.only {
+            Some(one) => vec![one],
+            None => Scenario::ALL.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("barge-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.barge, None);
+        assert_eq!(a.submit_jobs, 20_000);
+        assert_eq!(a.clients, 64);
+        assert_eq!(a.e2e_jobs, 5_000);
+        assert_eq!(a.agent_vcpus, 64);
+        assert_eq!(a.queued_jobs, 100_000);
+        assert_eq!(a.only, None);
+        assert_eq!(a.output, OutputFormat::Markdown);
+        assert_eq!(a.scenarios(), Scenario::ALL.to_vec());
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let a = parse(&[
+            "--barge",
+            "/opt/barge",
+            "--submit-jobs",
+            "100",
+            "--clients",
+            "8",
+            "--e2e-jobs",
+            "50",
+            "--agent-vcpus",
+            "4",
+            "--agent-memory-mib",
+            "512",
+            "--queued-jobs",
+            "1000",
+            "--only",
+            "e2e",
+            "--output",
+            "json",
+            "--scenario-timeout-s",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(a.barge.as_deref(), Some(std::path::Path::new("/opt/barge")));
+        assert_eq!(
+            (a.submit_jobs, a.clients, a.e2e_jobs, a.agent_vcpus),
+            (100, 8, 50, 4)
+        );
+        assert_eq!(
+            (a.agent_memory_mib, a.queued_jobs, a.scenario_timeout_s),
+            (512, 1000, 60)
+        );
+        assert_eq!(a.scenarios(), vec![Scenario::E2e]);
+        assert_eq!(a.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(parse(&["--clients", "0"]).is_err());
+        assert!(parse(&["--only", "everything"]).is_err());
+        assert!(parse(&["--output", "yaml"]).is_err());
+        assert!(parse(&["--submit-jobs", "-5"]).is_err());
+        assert!(parse(&["--scenario-timeout-s", "1"]).is_err());
+    }
+}

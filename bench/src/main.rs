@@ -1,0 +1,93 @@
+//! `barge-bench`: runs the real `barge` binary and measures it over HTTP, the way a user's
+//! clients would see it: SubmitJob requests/s from many concurrent clients, trivial jobs/s end
+//! to end through the process runner, and the server's resident memory idle and with many jobs
+//! queued. Every measurement starts its own `barge up` on a free loopback port with a fresh
+//! data directory, and stops it afterwards. The report (markdown for docs/benchmarks.md, or
+//! JSON) goes to stdout and gives only measured numbers, beside the targets; progress
+//! goes to stderr.
+//!
+//! Exit status: 0 when every scenario ran to the end (whether or not each target was met), 1
+//! when one could not (the report then says why), 2 for bad arguments.
+
+mod cli;
+mod http;
+mod load;
+mod report;
+mod scenarios;
+mod server;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+use crate::cli::{Args, OutputFormat, Scenario};
+use crate::report::{Machine, Report, ScenarioError};
+use crate::scenarios::Ctx;
+use crate::server::ServerConfig;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let barge = match server::resolve_barge(args.barge.as_deref()) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("barge-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut report = Report {
+        command: report::shell_command_line(std::env::args()),
+        date: report::utc_date(started_s),
+        barge: barge.display().to_string(),
+        machine: Machine::probe(),
+        figures: Vec::new(),
+        errors: Vec::new(),
+    };
+    let server = ServerConfig {
+        barge,
+        agent_vcpus: args.agent_vcpus,
+        agent_memory_mib: args.agent_memory_mib,
+    };
+    let limit = Duration::from_secs(args.scenario_timeout_s);
+
+    for scenario in args.scenarios() {
+        let ctx = Ctx {
+            args: &args,
+            scenario,
+            server: server.clone(),
+            limit,
+            deadline: Instant::now() + limit,
+        };
+        let started = Instant::now();
+        let outcome = match scenario {
+            Scenario::Submit => scenarios::submit::run(&ctx, &mut report.figures).await,
+            Scenario::E2e => scenarios::e2e::run(&ctx, &mut report.figures).await,
+            Scenario::Memory => scenarios::memory::run(&ctx, &mut report.figures).await,
+        };
+        match outcome {
+            Ok(()) => ctx.progress(format!("done in {:.1} s", started.elapsed().as_secs_f64())),
+            Err(e) => {
+                ctx.progress(format!("FAILED: {e:#}"));
+                report.errors.push(ScenarioError {
+                    scenario: scenario.name(),
+                    error: format!("{e:#}"),
+                });
+            }
+        }
+    }
+
+    match args.output {
+        OutputFormat::Markdown => print!("{}", report.to_markdown()),
+        OutputFormat::Json => println!("{}", report.to_json()),
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,150 @@
+//! The agent loop: turns instructions into running attempts and stops them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge_core::agent::{AgentInstruction, AgentReport};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::control::ControlPlane;
+use crate::limits::{REPORT_QUEUE_MAX, SHUTDOWN_GRACE_MS, SHUTDOWN_REPORT_FLUSH_MS};
+use crate::runner::process;
+use crate::{epoch_ms, reporter};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Names this agent in its logs.
+    pub agent_id: String,
+}
+
+/// Runs the agent until `instructions` closes, then stops every attempt still running (SIGTERM,
+/// then SIGKILL after `SHUTDOWN_GRACE_MS`) and returns once all of their processes are reaped
+/// and their last reports are durable (or `SHUTDOWN_REPORT_FLUSH_MS` has passed).
+///
+/// On Linux this makes the whole process a child subreaper, so that the processes a job leaves
+/// behind are reaped by the agent instead of being left to PID 1.
+pub async fn run(
+    config: AgentConfig,
+    control: Arc<dyn ControlPlane>,
+    instructions: mpsc::UnboundedReceiver<AgentInstruction>,
+) {
+    let span = tracing::info_span!("agent", agent_id = %config.agent_id);
+    async {
+        become_subreaper();
+        run_loop(control, instructions).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Makes processes orphaned by a job (its background processes, once the job's main process
+/// exits) children of this process rather than of PID 1, so that the runner can reap them: PID 1
+/// does not reap orphans on every host (it does not on ours), and unreaped they stay zombies.
+/// Process-wide; orphans from outside a job's process group are then ours too, and are not reaped.
+pub(crate) fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            tracing::warn!(%err, "cannot become a child subreaper; orphaned job processes may stay zombies");
+        }
+    }
+}
+
+async fn run_loop(
+    control: Arc<dyn ControlPlane>,
+    mut instructions: mpsc::UnboundedReceiver<AgentInstruction>,
+) {
+    let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE_MAX);
+    let reporter = tokio::spawn(reporter::run(control, report_rx).in_current_span());
+    // Each attempt holds a clone while a process of it may exist; `recv` returns None once all
+    // are dropped, which is how shutdown knows every child is reaped.
+    let (live_tx, mut live_rx) = mpsc::channel::<()>(1);
+    // Stop requests (grace in ms) of the attempts whose task has not finished, by attempt id.
+    let mut stops: HashMap<String, watch::Sender<Option<u64>>> = HashMap::new();
+    let mut attempts: JoinSet<String> = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            instruction = instructions.recv() => match instruction {
+                Some(AgentInstruction::Launch(spec)) => {
+                    if stops.contains_key(&spec.attempt_id) {
+                        // A resent instruction: an attempt never runs twice.
+                        tracing::warn!(attempt_id = %spec.attempt_id, "duplicate launch ignored");
+                        continue;
+                    }
+                    let (stop_tx, stop_rx) = watch::channel(None);
+                    stops.insert(spec.attempt_id.clone(), stop_tx);
+                    let span = tracing::info_span!(
+                        "attempt", job_id = %spec.job_id, attempt_id = %spec.attempt_id
+                    );
+                    let attempt_id = spec.attempt_id.clone();
+                    let attempt = process::run(spec, report_tx.clone(), stop_rx, live_tx.clone());
+                    attempts.spawn(
+                        async move {
+                            attempt.await;
+                            attempt_id
+                        }
+                        .instrument(span),
+                    );
+                }
+                Some(AgentInstruction::Stop { job_id, attempt_id, grace_ms }) => {
+                    let known = stops
+                        .get(&attempt_id)
+                        .is_some_and(|stop| stop.send(Some(grace_ms)).is_ok());
+                    if !known {
+                        // Nothing of it runs here (never launched, or lost in a restart): say it
+                        // is over, so the control plane does not wait for it.
+                        let exited = AgentReport::Exited {
+                            job_id,
+                            attempt_id,
+                            at_ms: epoch_ms(),
+                            exit_code: None,
+                            reason: None,
+                        };
+                        let _ = report_tx.send(exited).await;
+                    }
+                }
+                None => break,
+            },
+            Some(finished) = attempts.join_next() => match finished {
+                Ok(attempt_id) => {
+                    stops.remove(&attempt_id);
+                }
+                // Its stop sender stays behind; a later Stop finds no receiver and is reported
+                // as unknown.
+                Err(err) => tracing::error!(%err, "attempt task failed"),
+            },
+        }
+    }
+
+    tracing::info!(
+        running = stops.len(),
+        "instructions closed; stopping attempts"
+    );
+    for stop in stops.values() {
+        // An earlier, shorter grace still wins: the runner keeps the earliest deadline.
+        let _ = stop.send(Some(SHUTDOWN_GRACE_MS));
+    }
+    drop(live_tx);
+    while live_rx.recv().await.is_some() {}
+
+    let reporter_abort = reporter.abort_handle();
+    let flushed = tokio::time::timeout(Duration::from_millis(SHUTDOWN_REPORT_FLUSH_MS), async {
+        while attempts.join_next().await.is_some() {}
+        drop(report_tx);
+        let _ = reporter.await;
+    })
+    .await;
+    if flushed.is_err() {
+        // Every process is already reaped; only reports are lost.
+        tracing::warn!("control plane too slow at shutdown; last reports dropped");
+        attempts.abort_all();
+        reporter_abort.abort();
+    }
+}

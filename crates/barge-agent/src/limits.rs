@@ -1,0 +1,57 @@
+//! Every bound of the agent in one place, each with its unit in its name and the reason for its
+//! value. Memory held for one attempt is bounded by these, whatever the job writes.
+
+/// Reports waiting for the reporter. When the control plane is slow this fills up, attempt tasks
+/// wait, their pipes stop being read and the jobs block in `write`: backpressure instead of an
+/// unbounded buffer.
+pub const REPORT_QUEUE_MAX: usize = 128;
+
+/// Reports sent to the control plane in one call. Large enough that many attempts share one
+/// durable commit; as large as the queue, since a batch is drawn from it.
+pub const REPORT_BATCH_MAX: usize = REPORT_QUEUE_MAX;
+
+/// First wait before retrying a failed report call; doubled after each failure.
+pub const REPORT_RETRY_DELAY_INITIAL_MS: u64 = 100;
+
+/// Longest wait between two report retries, so that the agent catches up within seconds of the
+/// control plane coming back.
+pub const REPORT_RETRY_DELAY_MAX_MS: u64 = 5_000;
+
+/// Longest log line in bytes; longer lines are split. The CloudWatch Logs event limit, so one
+/// line is always one event.
+pub const LOG_LINE_BYTES_MAX: usize = 256 * 1024;
+
+/// Lines in one `Logs` report. Bounds the report size for chatty jobs that fill a batch before
+/// the flush interval.
+pub const LOG_BATCH_LINES_MAX: usize = 1_000;
+
+/// Message bytes in one `Logs` report: the CloudWatch Logs PutLogEvents batch limit.
+pub const LOG_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// How long a read line may wait for more lines before it is shipped: short enough for
+/// `barge logs -f` to feel live, long enough to batch a chatty job.
+pub const LOG_FLUSH_INTERVAL_MS: u64 = 200;
+
+/// Lines read from a job's stdout and stderr but not yet batched. Small, because each may be
+/// `LOG_LINE_BYTES_MAX` long.
+pub const LOG_LINES_QUEUED_MAX: usize = 16;
+
+/// Read buffer for one output pipe.
+pub const LOG_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long to keep reading output after the process group is gone. A process that left the
+/// group (setsid) can hold the pipes open forever; its output past this is not collected, so
+/// that the attempt's exit is still reported.
+pub const LOG_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
+
+/// Pause between two checks for a job's orphaned processes to finish dying after SIGKILL. They die
+/// within milliseconds, so a short poll costs little and does not delay the exit report.
+pub const ORPHAN_REAP_POLL_MS: u64 = 5;
+
+/// Grace between SIGTERM and SIGKILL for the attempts still running when the agent shuts down:
+/// enough for a job to flush, short enough that shutting down stays quick.
+pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+/// How long shutdown waits, once every process is gone, for the last reports to be durable. After
+/// that they are dropped: the control plane fails the attempts of a lost agent anyway.
+pub const SHUTDOWN_REPORT_FLUSH_MS: u64 = 10_000;

@@ -1,0 +1,227 @@
+//! The process runner: an attempt is a host process tree in a process group of its own, so that
+//! stopping it reaches everything it started.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use barge_core::agent::{AgentReport, AttemptSpec};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::limits::ORPHAN_REAP_POLL_MS;
+use crate::{epoch_ms, logs};
+
+/// What AWS Batch says when a job has no command and no image default to fall back on.
+const NO_COMMAND_REASON: &str = "CannotStartContainerError: the job has no command, and the \
+                                 process runner has no image default command to run";
+
+/// How an attempt ended, as reported in `Exited`.
+struct Exit {
+    at_ms: i64,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+}
+
+/// Runs one attempt to its end and reports it: `Running` once the process exists, its output as
+/// `Logs`, then `Exited`. `stop` carries the grace in ms of a requested stop. `live` is held for
+/// as long as a child process of this attempt may exist; shutdown waits for every such token to
+/// be dropped.
+pub(crate) async fn run(
+    spec: AttemptSpec,
+    reports: mpsc::Sender<AgentReport>,
+    mut stop: watch::Receiver<Option<u64>>,
+    live: mpsc::Sender<()>,
+) {
+    let exited = |exit: Exit| AgentReport::Exited {
+        job_id: spec.job_id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: exit.at_ms,
+        exit_code: exit.exit_code,
+        reason: exit.reason,
+    };
+    let cannot_start = |reason: String| {
+        exited(Exit {
+            at_ms: epoch_ms(),
+            exit_code: None,
+            reason: Some(reason),
+        })
+    };
+
+    let Some((program, args)) = spec.command.split_first() else {
+        // No process will exist; release the token before a send that may wait on backpressure.
+        drop(live);
+        let _ = reports
+            .send(cannot_start(NO_COMMAND_REASON.to_owned()))
+            .await;
+        return;
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(spec.environment.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A group of its own, whose id is the child's pid: a stop signals the whole tree.
+        .process_group(0)
+        // Only matters if this task is dropped mid-run (the runtime shutting down): tokio then
+        // kills the leader and reaps it in the background.
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            drop(live);
+            let _ = reports
+                .send(cannot_start(format!("CannotStartContainerError: {err}")))
+                .await;
+            return;
+        }
+    };
+    let running_at_ms = epoch_ms();
+    // tokio forgets the pid only once the child is reaped, which cannot have happened yet.
+    let Some(pgid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
+        drop(child);
+        drop(live);
+        let _ = reports
+            .send(cannot_start("CannotStartContainerError: no pid".to_owned()))
+            .await;
+        return;
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+
+    let (exited_tx, exited_rx) = watch::channel(false);
+    // The supervisor runs beside the log pump, so a stop is acted on even while reports wait on
+    // backpressure.
+    let (exit, ()) = tokio::join!(supervise(child, pgid, &mut stop, live, exited_tx), async {
+        let running = AgentReport::Running {
+            job_id: spec.job_id.clone(),
+            attempt_id: spec.attempt_id.clone(),
+            at_ms: running_at_ms,
+        };
+        let _ = reports.send(running).await;
+        logs::ship(
+            stdout,
+            stderr,
+            &spec.job_id,
+            &spec.attempt_id,
+            &reports,
+            exited_rx,
+        )
+        .await;
+    });
+    let _ = reports.send(exited(exit)).await;
+    // `stop` lives until here so that a Stop arriving while the output drains is not mistaken
+    // by the agent for a Stop of an attempt it does not know.
+    drop(stop);
+}
+
+/// Waits for the process, acting on stop requests: SIGTERM to the group, then SIGKILL once the
+/// earliest grace requested has passed. Reaps the child before returning.
+async fn supervise(
+    mut child: Child,
+    pgid: libc::pid_t,
+    stop: &mut watch::Receiver<Option<u64>>,
+    live: mpsc::Sender<()>,
+    exited: watch::Sender<bool>,
+) -> Exit {
+    let mut term_sent = false;
+    let mut kill_at: Option<Instant> = None;
+    let mut stop_open = true;
+    // A stop may have been requested before the process existed.
+    let mut request = *stop.borrow_and_update();
+    let status = loop {
+        if let Some(grace_ms) = request.take() {
+            if !term_sent {
+                signal_group(pgid, libc::SIGTERM);
+                term_sent = true;
+            }
+            let at = Instant::now() + Duration::from_millis(grace_ms);
+            kill_at = Some(kill_at.map_or(at, |earlier| earlier.min(at)));
+        }
+        let deadline = kill_at;
+        tokio::select! {
+            status = child.wait() => break status,
+            changed = stop.changed(), if stop_open => match changed {
+                Ok(()) => request = *stop.borrow_and_update(),
+                Err(_) => stop_open = false,
+            },
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                signal_group(pgid, libc::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    // The attempt ends with its main process, as a container does: whatever it left running in
+    // its group goes too, which also closes the pipes those processes held. The group id cannot
+    // have been handed to a new group in the instant since the reap unless the pid space wrapped
+    // around in between.
+    signal_group(pgid, libc::SIGKILL);
+    reap_orphans(pgid).await;
+    let at_ms = epoch_ms();
+    let exit = match status {
+        Ok(status) => Exit {
+            at_ms,
+            exit_code: exit_code(status),
+            reason: None,
+        },
+        Err(err) => {
+            tracing::error!(%err, "waiting for the job's process failed");
+            Exit {
+                at_ms,
+                exit_code: None,
+                reason: Some(format!("agent lost the process: {err}")),
+            }
+        }
+    };
+    drop(child);
+    drop(live);
+    let _ = exited.send(true);
+    exit
+}
+
+/// Reaps the processes of the group that were orphaned to the agent (see
+/// [`crate::agent::become_subreaper`]), waiting for them to die of the SIGKILL just sent. Without
+/// this they would stay zombies, since PID 1 does not reap on every host.
+async fn reap_orphans(pgid: libc::pid_t) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid only writes `status`. A negative pid waits only for children in that
+        // group, and its leader is already reaped, so no child that tokio waits for is taken.
+        let rc = unsafe { libc::waitpid(-pgid, &mut status, libc::WNOHANG) };
+        if rc > 0 {
+            continue;
+        }
+        if rc == 0 {
+            // Orphans of ours are still dying.
+            tokio::time::sleep(Duration::from_millis(ORPHAN_REAP_POLL_MS)).await;
+            continue;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // ECHILD: no child of ours is left in the group.
+            return;
+        }
+    }
+}
+
+/// Docker's convention, which AWS Batch reports: a death by signal N is exit code 128 + N.
+fn exit_code(status: ExitStatus) -> Option<i32> {
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions; a negative pid names the process group.
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: the group is already gone, which is what we wanted.
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(%err, pgid, signal, "signalling the job's process group failed");
+        }
+    }
+}

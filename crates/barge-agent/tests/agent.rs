@@ -1,0 +1,441 @@
+//! The agent running real processes, with a recording stand-in for the control plane.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge_agent::{AgentConfig, ControlPlane, ReportError};
+use barge_core::agent::{AgentInstruction, AgentReport, AttemptSpec};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Only guards against a hung test; no test relies on anything being fast.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Records every report it is given, after failing the first `failures_left` calls.
+struct Recorder {
+    reports: watch::Sender<Vec<AgentReport>>,
+    failures_left: AtomicUsize,
+}
+
+impl ControlPlane for Recorder {
+    fn report(
+        &self,
+        reports: Vec<AgentReport>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + '_>> {
+        let fail = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if !fail {
+            self.reports.send_modify(|all| all.extend(reports));
+        }
+        Box::pin(async move {
+            if fail {
+                Err(ReportError::Unavailable("test says no".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+struct Harness {
+    recorder: Arc<Recorder>,
+    instructions: mpsc::UnboundedSender<AgentInstruction>,
+    agent: JoinHandle<()>,
+}
+
+fn start() -> Harness {
+    start_failing(0)
+}
+
+fn start_failing(failures: usize) -> Harness {
+    let recorder = Arc::new(Recorder {
+        reports: watch::Sender::new(Vec::new()),
+        failures_left: AtomicUsize::new(failures),
+    });
+    let (instructions, rx) = mpsc::unbounded_channel();
+    let config = AgentConfig {
+        agent_id: "test-agent".into(),
+    };
+    let agent = tokio::spawn(barge_agent::run(config, recorder.clone(), rx));
+    Harness {
+        recorder,
+        instructions,
+        agent,
+    }
+}
+
+fn spec(attempt_id: &str, command: &[&str]) -> AttemptSpec {
+    AttemptSpec {
+        job_id: format!("job-{attempt_id}"),
+        attempt_id: attempt_id.into(),
+        attempt_number: 1,
+        image: None,
+        command: command.iter().map(|part| part.to_string()).collect(),
+        environment: Vec::new(),
+        vcpus_milli: 1000,
+        memory_mib: 128,
+        log_stream_name: format!("stream-{attempt_id}"),
+    }
+}
+
+fn attempt_of(report: &AgentReport) -> &str {
+    match report {
+        AgentReport::Running { attempt_id, .. }
+        | AgentReport::Logs { attempt_id, .. }
+        | AgentReport::Exited { attempt_id, .. } => attempt_id,
+    }
+}
+
+fn is_exit_of(report: &AgentReport, attempt: &str) -> bool {
+    matches!(report, AgentReport::Exited { attempt_id, .. } if attempt_id == attempt)
+}
+
+impl Harness {
+    fn send(&self, instruction: AgentInstruction) {
+        self.instructions.send(instruction).unwrap();
+    }
+
+    fn launch(&self, spec: AttemptSpec) {
+        self.send(AgentInstruction::Launch(spec));
+    }
+
+    fn stop(&self, attempt: &str, grace_ms: u64) {
+        self.send(AgentInstruction::Stop {
+            job_id: format!("job-{attempt}"),
+            attempt_id: attempt.into(),
+            grace_ms,
+        });
+    }
+
+    /// Waits until `done` holds for the reports of `attempt`, and returns them.
+    async fn wait_for(
+        &self,
+        attempt: &str,
+        done: impl Fn(&[AgentReport]) -> bool,
+    ) -> Vec<AgentReport> {
+        let of_attempt = |all: &[AgentReport]| -> Vec<AgentReport> {
+            all.iter()
+                .filter(|report| attempt_of(report) == attempt)
+                .cloned()
+                .collect()
+        };
+        let mut rx = self.recorder.reports.subscribe();
+        let waited = tokio::time::timeout(WAIT_MAX, rx.wait_for(|all| done(&of_attempt(all))));
+        let all = waited
+            .await
+            .expect("timed out waiting for reports")
+            .unwrap();
+        of_attempt(&all)
+    }
+
+    /// Waits for the attempt's `Exited` and checks the report order: Running, Logs…, Exited.
+    async fn finished(&self, attempt: &str) -> Finished {
+        let reports = self
+            .wait_for(attempt, |reports| {
+                reports.iter().any(|r| is_exit_of(r, attempt))
+            })
+            .await;
+        let Some((
+            AgentReport::Exited {
+                exit_code, reason, ..
+            },
+            before,
+        )) = reports.split_last()
+        else {
+            panic!("Exited is not the last report of {attempt}: {reports:?}");
+        };
+        let mut lines = Vec::new();
+        for (n, report) in before.iter().enumerate() {
+            match report {
+                AgentReport::Running { .. } => assert_eq!(n, 0, "Running not first: {reports:?}"),
+                AgentReport::Logs { lines: batch, .. } => {
+                    assert!(n > 0, "Logs before Running: {reports:?}");
+                    lines.extend(batch.iter().map(|line| line.message.clone()));
+                }
+                AgentReport::Exited { .. } => panic!("two exits: {reports:?}"),
+            }
+        }
+        Finished {
+            ran: matches!(before.first(), Some(AgentReport::Running { .. })),
+            lines,
+            exit_code: *exit_code,
+            reason: reason.clone(),
+        }
+    }
+
+    /// Waits for the first log line of the attempt and returns it.
+    async fn first_line(&self, attempt: &str) -> String {
+        let reports = self
+            .wait_for(attempt, |reports| {
+                reports
+                    .iter()
+                    .any(|r| matches!(r, AgentReport::Logs { .. }))
+            })
+            .await;
+        reports
+            .iter()
+            .find_map(|report| match report {
+                AgentReport::Logs { lines, .. } => Some(lines[0].message.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    async fn shut_down(self) -> Arc<Recorder> {
+        drop(self.instructions);
+        tokio::time::timeout(WAIT_MAX, self.agent)
+            .await
+            .expect("agent did not shut down")
+            .unwrap();
+        self.recorder
+    }
+}
+
+#[derive(Debug)]
+struct Finished {
+    ran: bool,
+    lines: Vec<String>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+}
+
+fn pids(line: &str) -> Vec<libc::pid_t> {
+    line.split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
+}
+
+/// True once the process is gone entirely: dead and reaped, not a zombie.
+fn gone(pid: libc::pid_t) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// True if `pid` is not an unreaped child of this test process.
+fn reaped(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid only writes to `status`.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+}
+
+#[tokio::test]
+async fn output_of_both_streams_arrives_in_order_before_a_zero_exit() {
+    let agent = start();
+    let script = "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'no newline'";
+    agent.launch(spec("a1", &["sh", "-c", script]));
+    let done = agent.finished("a1").await;
+    assert!(done.ran);
+    assert_eq!((done.exit_code, done.reason), (Some(0), None));
+    let mut sorted = done.lines.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["err1", "err2", "no newline", "out1", "out2"]);
+    let only = |prefix: &str| -> Vec<&String> {
+        done.lines
+            .iter()
+            .filter(|line| !line.starts_with(prefix))
+            .collect()
+    };
+    // Lines of one stream keep their order; across streams, order is the order of reading.
+    assert_eq!(only("err"), ["out1", "out2", "no newline"]);
+    assert_eq!(only("out"), ["err1", "err2", "no newline"]);
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn many_lines_arrive_complete_and_in_order() {
+    let agent = start();
+    agent.launch(spec("many", &["seq", "1", "20000"]));
+    let done = agent.finished("many").await;
+    let expected: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
+    assert_eq!(done.lines, expected);
+    assert_eq!(done.exit_code, Some(0));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_code_is_reported() {
+    let agent = start();
+    agent.launch(spec("a3", &["sh", "-c", "exit 3"]));
+    let done = agent.finished("a3").await;
+    assert!(done.ran);
+    assert_eq!((done.exit_code, done.reason), (Some(3), None));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_spec_environment_overlays_the_agents() {
+    let agent = start();
+    let mut with_env = spec(
+        "env",
+        &["sh", "-c", "echo \"$BARGE_TEST_FOO\"; echo \"$HOME\""],
+    );
+    with_env.environment = vec![
+        ("BARGE_TEST_FOO".into(), "bar baz".into()),
+        ("HOME".into(), "/overridden".into()),
+    ];
+    agent.launch(with_env);
+    let done = agent.finished("env").await;
+    assert_eq!(done.lines, ["bar baz", "/overridden"]);
+    // `sh` was found through the agent's own PATH, which the job inherits.
+    assert_eq!(done.exit_code, Some(0));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn stop_terminates_the_whole_process_tree() {
+    let agent = start();
+    agent.launch(spec(
+        "tree",
+        &["sh", "-c", "sleep 300 & sleep 300 & echo $$ $!; wait"],
+    ));
+    let tree = pids(&agent.first_line("tree").await);
+    agent.stop("tree", 30_000);
+    let done = agent.finished("tree").await;
+    assert!(matches!(done.exit_code, Some(143) | Some(137)), "{done:?}");
+    assert_eq!(done.reason, None);
+    assert!(reaped(tree[0]), "the shell was not reaped");
+    assert!(
+        gone(tree[1]),
+        "the background sleep survived the stop, or is a zombie"
+    );
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn what_a_job_leaves_behind_dies_with_it_and_is_reaped() {
+    let agent = start();
+    // The background sleep keeps stdout open; the exit is still reported, once it is gone.
+    agent.launch(spec("leftover", &["sh", "-c", "sleep 300 & echo $!"]));
+    let done = agent.finished("leftover").await;
+    assert_eq!(done.exit_code, Some(0));
+    let orphan = pids(&done.lines[0])[0];
+    assert!(
+        gone(orphan),
+        "the orphaned sleep {orphan} is still running or a zombie"
+    );
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_after_the_grace() {
+    let agent = start();
+    // Both the shell and its child ignore SIGTERM (an ignored signal stays ignored across exec).
+    let script = "trap '' TERM; sleep 300 & echo $$ $!; wait";
+    agent.launch(spec("stubborn", &["sh", "-c", script]));
+    let tree = pids(&agent.first_line("stubborn").await);
+    agent.stop("stubborn", 100);
+    let done = agent.finished("stubborn").await;
+    assert_eq!(done.exit_code, Some(137));
+    assert!(reaped(tree[0]));
+    assert!(gone(tree[1]));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_missing_program_cannot_start() {
+    let agent = start();
+    agent.launch(spec(
+        "missing",
+        &["/nonexistent/barge-no-such-program", "arg"],
+    ));
+    let done = agent.finished("missing").await;
+    assert!(
+        !done.ran,
+        "Running reported for a process that never existed"
+    );
+    assert_eq!(done.exit_code, None);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.starts_with("CannotStartContainerError: "),
+        "{reason}"
+    );
+    assert!(reason.contains("No such file"), "{reason}");
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn an_empty_command_cannot_start() {
+    let agent = start();
+    agent.launch(spec("empty", &[]));
+    let done = agent.finished("empty").await;
+    assert!(!done.ran);
+    assert_eq!(done.exit_code, None);
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(
+            "CannotStartContainerError: the job has no command, and the process runner has no \
+             image default command to run"
+        )
+    );
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn stopping_an_unknown_attempt_reports_it_exited() {
+    let agent = start();
+    agent.stop("ghost", 1_000);
+    let done = agent.finished("ghost").await;
+    assert!(!done.ran);
+    assert_eq!((done.exit_code, done.reason), (None, None));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn reports_survive_a_failing_control_plane() {
+    let agent = start_failing(2);
+    agent.launch(spec("retry", &["sh", "-c", "echo hello; exit 5"]));
+    let done = agent.finished("retry").await;
+    assert!(done.ran);
+    assert_eq!(done.lines, ["hello"]);
+    assert_eq!(done.exit_code, Some(5));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_everything_and_leaves_no_child() {
+    let agent = start();
+    let script = "sleep 300 & echo $$ $!; wait";
+    agent.launch(spec("s1", &["sh", "-c", script]));
+    agent.launch(spec("s2", &["sh", "-c", script]));
+    let mut trees = vec![
+        pids(&agent.first_line("s1").await),
+        pids(&agent.first_line("s2").await),
+    ];
+    // Never launched before shutdown: it must not leave anything behind either.
+    agent.launch(spec("s3", &["sh", "-c", script]));
+
+    let recorder = agent.shut_down().await;
+
+    // Everything that was reported exited, and the agent returned only after reaping.
+    let reports = recorder.reports.borrow().clone();
+    for attempt in ["s1", "s2"] {
+        let exit = reports
+            .iter()
+            .find(|r| is_exit_of(r, attempt))
+            .expect("no exit reported");
+        let AgentReport::Exited { exit_code, .. } = exit else {
+            unreachable!()
+        };
+        assert!(
+            matches!(exit_code, Some(143) | Some(137)),
+            "{attempt}: {exit_code:?}"
+        );
+    }
+    if let Some(AgentReport::Logs { lines, .. }) = reports
+        .iter()
+        .find(|r| attempt_of(r) == "s3" && matches!(r, AgentReport::Logs { .. }))
+    {
+        trees.push(pids(&lines[0].message));
+    }
+    for tree in trees {
+        assert!(reaped(tree[0]), "shell {} left unreaped", tree[0]);
+        assert!(gone(tree[1]), "sleep {} still running", tree[1]);
+    }
+}

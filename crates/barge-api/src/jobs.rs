@@ -1,0 +1,440 @@
+//! Jobs: submit, describe, list, cancel and terminate.
+
+use std::collections::BTreeMap;
+
+use barge_core::arn::{name_from_reference, ResourceKind};
+use barge_core::command::SubmitJob;
+use barge_core::limits::*;
+use barge_core::model::*;
+use barge_core::reason::why_waiting;
+use barge_core::{Command, Reply, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::definitions::{check_retry_strategy, check_timeout};
+use crate::error::ApiError;
+use crate::wire::*;
+use crate::Backend;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubmitInput {
+    job_name: String,
+    job_queue: String,
+    job_definition: String,
+    share_identifier: Option<String>,
+    scheduling_priority_override: Option<i64>,
+    array_properties: Option<Value>,
+    #[serde(default)]
+    depends_on: Vec<JobDependency>,
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    container_overrides: Option<ContainerOverrides>,
+    node_overrides: Option<Value>,
+    retry_strategy: Option<RetryStrategy>,
+    propagate_tags: Option<bool>,
+    timeout: Option<JobTimeout>,
+    #[serde(default)]
+    tags: Tags,
+    eks_properties_override: Option<Value>,
+    ecs_properties_override: Option<Value>,
+    consumable_resource_properties_override: Option<Value>,
+}
+
+pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
+    let i: SubmitInput = parse(body)?;
+    check_job_name(&i.job_name)?;
+    non_empty("jobQueue", &i.job_queue)?;
+    non_empty("jobDefinition", &i.job_definition)?;
+    if let Some(p) = i.scheduling_priority_override {
+        check_range(
+            "schedulingPriorityOverride",
+            p,
+            0,
+            i64::from(SCHEDULING_PRIORITY_MAX),
+        )?;
+    }
+    if let Some(r) = &i.retry_strategy {
+        check_retry_strategy("retryStrategy", r)?;
+    }
+    if let Some(t) = &i.timeout {
+        check_timeout("timeout", t)?;
+    }
+    check_tags("tags", &i.tags)?;
+    if i.array_properties.is_some() {
+        return Err(ApiError::client(
+            "arrayProperties (array jobs) is not supported by this version of Barge yet; submit one job per index",
+        ));
+    }
+    if i.node_overrides.is_some() {
+        return Err(ApiError::client("nodeOverrides (multi-node parallel jobs) is not supported by this version of Barge yet"));
+    }
+    if i.eks_properties_override.is_some() || i.ecs_properties_override.is_some() {
+        return Err(ApiError::client(
+            "eksPropertiesOverride and ecsPropertiesOverride are not supported by Barge",
+        ));
+    }
+    if i.consumable_resource_properties_override.is_some() {
+        return Err(ApiError::client(
+            "consumableResourcePropertiesOverride is not supported by this version of Barge",
+        ));
+    }
+    if i.share_identifier.is_some() {
+        return Err(ApiError::client(format!(
+            "shareIdentifier is only allowed on a job queue with a fair-share scheduling policy, and job queue {} has none",
+            i.job_queue
+        )));
+    }
+    let job_id = b.new_id();
+    let s = SubmitJob {
+        job_id,
+        name: i.job_name,
+        queue: i.job_queue,
+        definition: i.job_definition,
+        parameters: i.parameters,
+        container_overrides: i.container_overrides,
+        retry_strategy: i.retry_strategy,
+        timeout: i.timeout,
+        propagate_tags: i.propagate_tags,
+        tags: i.tags,
+        depends_on: i.depends_on,
+        share_identifier: i.share_identifier,
+        scheduling_priority_override: i.scheduling_priority_override,
+    };
+    let Reply::Job { id, name } = b.execute(Command::SubmitJob(Box::new(s))).await? else {
+        return Err(ApiError::server("unexpected reply to SubmitJob"));
+    };
+    let arn = b.snapshot().identity.job_arn(&id);
+    Ok(json!({ "jobArn": arn, "jobName": name, "jobId": id }))
+}
+
+/// The attempt whose container fields a job shows: the live one, else the last.
+fn latest_attempt(job: &Job) -> Option<&Attempt> {
+    job.current.as_ref().or(job.attempts.last())
+}
+
+fn status_reason(state: &State, job: &Job) -> Option<String> {
+    job.status_reason
+        .clone()
+        .or_else(|| why_waiting(state, job))
+}
+
+fn render_attempt(state: &State, a: &Attempt) -> Value {
+    json!({
+        "container": {
+            "containerInstanceArn": state.identity.container_instance_arn(&a.agent_id),
+            "taskArn": state.identity.task_arn(&a.id),
+            "exitCode": a.exit_code,
+            "reason": a.reason,
+            "logStreamName": a.log_stream_name,
+            "networkInterfaces": [],
+        },
+        "startedAt": a.started_at,
+        "stoppedAt": a.stopped_at,
+        "statusReason": a.status_reason,
+    })
+}
+
+/// AWS's JobDetail.
+pub fn render_job_detail(state: &State, job: &Job) -> Value {
+    let id = &state.identity;
+    let mut container = serde_json::to_value(&job.container).expect("container serializes");
+    if let (Value::Object(c), Some(a)) = (&mut container, latest_attempt(job)) {
+        c.insert("exitCode".into(), json!(a.exit_code));
+        c.insert("reason".into(), json!(a.reason));
+        c.insert(
+            "containerInstanceArn".into(),
+            json!(id.container_instance_arn(&a.agent_id)),
+        );
+        c.insert("taskArn".into(), json!(id.task_arn(&a.id)));
+        // AWS shows the log stream once the attempt runs.
+        if a.started_at.is_some() || a.stopped_at.is_some() {
+            c.insert("logStreamName".into(), json!(a.log_stream_name));
+        }
+        c.insert("networkInterfaces".into(), json!([]));
+    }
+    let attempts: Vec<Value> = job
+        .attempts
+        .iter()
+        .map(|a| render_attempt(state, a))
+        .collect();
+    compact(json!({
+        "jobArn": id.job_arn(&job.id),
+        "jobName": job.name,
+        "jobId": job.id,
+        "jobQueue": id.job_queue_arn(&job.queue),
+        "status": job.status.as_str(),
+        "shareIdentifier": job.share_identifier,
+        "schedulingPriority": job.scheduling_priority,
+        "attempts": attempts,
+        "statusReason": status_reason(state, job),
+        "createdAt": job.created_at,
+        "retryStrategy": job.retry_strategy,
+        "startedAt": job.started_at,
+        "stoppedAt": job.stopped_at,
+        "dependsOn": job.depends_on,
+        "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
+        "parameters": job.parameters,
+        "container": container,
+        "timeout": job.timeout,
+        "tags": job.tags,
+        "propagateTags": job.propagate_tags,
+        "platformCapabilities": job.platform_capabilities,
+        "isCancelled": job.is_cancelled,
+        "isTerminated": job.is_terminated,
+    }))
+}
+
+/// AWS's JobSummary (ListJobs).
+fn render_job_summary(state: &State, job: &Job) -> Value {
+    let id = &state.identity;
+    let container = latest_attempt(job)
+        .filter(|a| a.stopped_at.is_some())
+        .map(|a| json!({ "exitCode": a.exit_code, "reason": a.reason }));
+    compact(json!({
+        "jobArn": id.job_arn(&job.id),
+        "jobId": job.id,
+        "jobName": job.name,
+        "createdAt": job.created_at,
+        "startedAt": job.started_at,
+        "stoppedAt": job.stopped_at,
+        "status": job.status.as_str(),
+        "statusReason": status_reason(state, job),
+        "container": container,
+        "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
+        "shareIdentifier": job.share_identifier,
+        "isCancelled": job.is_cancelled.then_some(true),
+        "isTerminated": job.is_terminated.then_some(true),
+    }))
+}
+
+#[derive(Deserialize)]
+struct DescribeInput {
+    jobs: Vec<String>,
+}
+
+pub fn describe<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
+    let i: DescribeInput = parse(body)?;
+    if i.jobs.len() > DESCRIBE_JOBS_IDS_MAX {
+        return Err(ApiError::client(format!(
+            "jobs lists {} ids; DescribeJobs takes at most {DESCRIBE_JOBS_IDS_MAX}",
+            i.jobs.len()
+        )));
+    }
+    let state = b.snapshot();
+    let jobs: Vec<Value> = i
+        .jobs
+        .iter()
+        .filter_map(|r| name_from_reference(r, ResourceKind::Job))
+        .filter_map(|id| state.job(id))
+        .map(|job| render_job_detail(&state, job))
+        .collect();
+    Ok(json!({ "jobs": jobs }))
+}
+
+#[derive(Deserialize)]
+struct ListFilter {
+    name: String,
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListInput {
+    job_queue: Option<String>,
+    array_job_id: Option<String>,
+    multi_node_job_id: Option<String>,
+    job_status: Option<String>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+    filters: Option<Vec<ListFilter>>,
+}
+
+enum Filter {
+    Name { prefix: bool, value: String },
+    Definition { name: String, revision: Option<u32> },
+    CreatedBefore(i64),
+    CreatedAfter(i64),
+}
+
+impl Filter {
+    fn parse(f: &ListFilter) -> Result<Filter, ApiError> {
+        let [value] = f.values.as_slice() else {
+            return Err(ApiError::client(format!(
+                "filters {} takes exactly one value, got {}",
+                f.name,
+                f.values.len()
+            )));
+        };
+        let epoch = |v: &str| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::client(format!(
+                    "filters {}: {v:?} is not a time in epoch milliseconds",
+                    f.name
+                ))
+            })
+        };
+        match f.name.as_str() {
+            "JOB_NAME" => Ok(match value.strip_suffix('*') {
+                Some(p) => Filter::Name { prefix: true, value: p.to_lowercase() },
+                None => Filter::Name { prefix: false, value: value.to_lowercase() },
+            }),
+            "JOB_DEFINITION" => {
+                let spec = name_from_reference(value, ResourceKind::JobDefinition).ok_or_else(|| {
+                    ApiError::client(format!("filters JOB_DEFINITION: {value:?} is not a job definition name or ARN"))
+                })?;
+                Ok(match spec.rsplit_once(':') {
+                    Some((n, r)) => Filter::Definition {
+                        name: n.to_string(),
+                        revision: Some(r.parse().map_err(|_| {
+                            ApiError::client(format!("filters JOB_DEFINITION: revision {r:?} is not a number"))
+                        })?),
+                    },
+                    None => Filter::Definition { name: spec.to_string(), revision: None },
+                })
+            }
+            "BEFORE_CREATED_AT" => Ok(Filter::CreatedBefore(epoch(value)?)),
+            "AFTER_CREATED_AT" => Ok(Filter::CreatedAfter(epoch(value)?)),
+            other => Err(ApiError::client(format!(
+                "filters name {other:?} is not one of JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT"
+            ))),
+        }
+    }
+
+    fn keeps(&self, job: &Job) -> bool {
+        match self {
+            Filter::Name {
+                prefix: true,
+                value,
+            } => job.name.to_lowercase().starts_with(value.as_str()),
+            Filter::Name {
+                prefix: false,
+                value,
+            } => job.name.to_lowercase() == *value,
+            Filter::Definition { name, revision } => {
+                job.definition_name == *name
+                    && revision.is_none_or(|r| r == job.definition_revision)
+            }
+            Filter::CreatedBefore(t) => job.created_at < *t,
+            Filter::CreatedAfter(t) => job.created_at > *t,
+        }
+    }
+}
+
+pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
+    let i: ListInput = parse(body)?;
+    let targets = [
+        i.job_queue.is_some(),
+        i.array_job_id.is_some(),
+        i.multi_node_job_id.is_some(),
+    ];
+    if targets.iter().filter(|t| **t).count() != 1 {
+        return Err(ApiError::client(
+            "Give exactly one of jobQueue, arrayJobId or multiNodeJobId",
+        ));
+    }
+    let filters = i.filters.unwrap_or_default();
+    if filters.len() > 1 {
+        return Err(ApiError::client("filters takes one filter"));
+    }
+    let filter = filters.first().map(Filter::parse).transpose()?;
+    let status = match &i.job_status {
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::client(format!(
+                "jobStatus {s:?} is not one of SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED"
+            ))
+        })?),
+        None => None,
+    };
+    let page_max = if filter.is_some() {
+        LIST_JOBS_FILTERED_PAGE_ITEMS_MAX
+    } else {
+        LIST_JOBS_PAGE_ITEMS_MAX
+    };
+    let size = page_size("maxResults", i.max_results, page_max, page_max)?;
+    let after: Option<u64> = decode_token(&i.next_token)?
+        .map(|t| {
+            t.parse()
+                .map_err(|_| ApiError::client("nextToken is not a token this operation returned"))
+        })
+        .transpose()?;
+    let state = b.snapshot();
+    let Some(queue_ref) = i.job_queue else {
+        // Array jobs and multi-node jobs do not exist yet, so no job has children or nodes.
+        return Ok(json!({ "jobSummaryList": [] }));
+    };
+    let queue = name_from_reference(&queue_ref, ResourceKind::JobQueue)
+        .filter(|q| state.job_queues.contains_key(*q) || state.jobs_of_queue(q).is_some())
+        .ok_or_else(|| ApiError::client(format!("job queue {queue_ref} does not exist")))?
+        .to_string();
+    let mut out = Vec::new();
+    let mut next = None;
+    match filter {
+        // With a filter: every status, newest first; the token is the seq to continue below.
+        Some(filter) => {
+            let all = state.jobs_of_queue(&queue);
+            for (seq, id) in all.into_iter().flat_map(|s| s.iter().rev()) {
+                if after.is_some_and(|a| *seq > a) {
+                    continue;
+                }
+                let job = &state.jobs[id];
+                if !filter.keeps(job) {
+                    continue;
+                }
+                if out.len() == size {
+                    next = Some(encode_token(&seq.to_string()));
+                    break;
+                }
+                out.push(render_job_summary(&state, job));
+            }
+        }
+        // By status (RUNNING when none is given), in submission order.
+        None => {
+            let status = status.unwrap_or(JobStatus::Running);
+            let set = state.jobs_in(&queue, status);
+            let start = (after.unwrap_or(0), String::new());
+            for (seq, id) in set.into_iter().flat_map(|s| s.range(start.clone()..)) {
+                if out.len() == size {
+                    next = Some(encode_token(&seq.to_string()));
+                    break;
+                }
+                out.push(render_job_summary(&state, &state.jobs[id]));
+            }
+        }
+    }
+    Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelInput {
+    job_id: String,
+    reason: String,
+}
+
+pub async fn cancel<B: Backend>(b: &B, body: &[u8], terminate: bool) -> Result<Value, ApiError> {
+    let i: CancelInput = parse(body)?;
+    non_empty("jobId", &i.job_id)?;
+    non_empty("reason", &i.reason)?;
+    if i.reason.chars().count() > REASON_CHARS_MAX {
+        return Err(ApiError::client(format!(
+            "reason is longer than {REASON_CHARS_MAX} characters"
+        )));
+    }
+    let job_id = name_from_reference(&i.job_id, ResourceKind::Job)
+        .unwrap_or(&i.job_id)
+        .to_string();
+    let command = if terminate {
+        Command::TerminateJob {
+            job_id,
+            reason: i.reason,
+        }
+    } else {
+        Command::CancelJob {
+            job_id,
+            reason: i.reason,
+        }
+    };
+    b.execute(command).await?;
+    Ok(json!({}))
+}

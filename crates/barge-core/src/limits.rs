@@ -1,0 +1,69 @@
+//! Every bound Barge enforces, in one place, with its unit in its name and a line on why.
+//! Going over one is a client error that names the limit, never a crash or an unbounded buffer.
+
+/// AWS's SubmitJob payload quota (30 KiB).
+pub const SUBMIT_JOB_BODY_BYTES_MAX: usize = 30 * 1024;
+/// AWS's job definition size quota (24 KiB).
+pub const REGISTER_JOB_DEFINITION_BODY_BYTES_MAX: usize = 24 * 1024;
+/// Any other API request. Generous: the largest legitimate ones are tag maps and id lists.
+pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
+
+/// Names of compute environments, job queues, job definitions and jobs (AWS: 128).
+pub const NAME_CHARS_MAX: usize = 128;
+/// A cancel/terminate reason (AWS: 1024), kept as the job's statusReason.
+pub const REASON_CHARS_MAX: usize = 1024;
+/// Container `reason` field on a job (AWS: 255).
+pub const CONTAINER_REASON_CHARS_MAX: usize = 255;
+
+/// Tags per resource, and their key/value lengths (AWS's TagrisTagsMap).
+pub const TAGS_PER_RESOURCE_MAX: usize = 50;
+pub const TAG_KEY_CHARS_MAX: usize = 128;
+pub const TAG_VALUE_CHARS_MAX: usize = 256;
+
+/// DescribeJobs takes at most this many ids (AWS: 100).
+pub const DESCRIBE_JOBS_IDS_MAX: usize = 100;
+/// Describe* pages (AWS: 1–100, default 100).
+pub const DESCRIBE_PAGE_ITEMS_MAX: usize = 100;
+/// ListJobs pages: up to 1000 when listing by status, 100 with filters (AWS).
+pub const LIST_JOBS_PAGE_ITEMS_MAX: usize = 1000;
+pub const LIST_JOBS_FILTERED_PAGE_ITEMS_MAX: usize = 100;
+
+/// Compute environments per job queue (AWS: 3).
+pub const QUEUE_COMPUTE_ENVIRONMENTS_MAX: usize = 3;
+/// Compute environments and job queues per Barge. AWS allows 50 per region; Barge keeps its
+/// maps in memory and walks all queues per scheduling pass, so a generous but finite bound.
+pub const COMPUTE_ENVIRONMENTS_MAX: usize = 500;
+pub const JOB_QUEUES_MAX: usize = 500;
+
+/// retryStrategy.attempts (AWS: 1–10).
+pub const RETRY_ATTEMPTS_MIN: u32 = 1;
+pub const RETRY_ATTEMPTS_MAX: u32 = 10;
+/// evaluateOnExit entries (AWS: 5) and pattern length (AWS: 512).
+pub const EVALUATE_ON_EXIT_RULES_MAX: usize = 5;
+pub const EVALUATE_ON_EXIT_PATTERN_CHARS_MAX: usize = 512;
+/// timeout.attemptDurationSeconds lower bound (AWS: 60).
+pub const ATTEMPT_DURATION_SECONDS_MIN: u64 = 60;
+/// schedulingPriority (AWS: 0–9999).
+pub const SCHEDULING_PRIORITY_MAX: i32 = 9999;
+
+/// SIGTERM → SIGKILL grace when a job is terminated (AWS documents 30 s for timeouts).
+pub const STOP_GRACE_MS: u64 = 30_000;
+
+/// Default resources for a container that names none. AWS refuses to place such a job on EC2;
+/// Barge runs it with a small, explicit default (documented in docs/api.md).
+pub const DEFAULT_VCPUS_MILLI: u32 = 1000;
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+
+/// One scheduling pass admits at most this many SUBMITTED jobs and looks at most this many
+/// RUNNABLE jobs per queue that do not fit before moving on, so a pass stays short however deep
+/// the queues are.
+pub const SCHEDULER_ADMIT_PER_PASS_MAX: usize = 10_000;
+pub const SCHEDULER_MISSES_PER_QUEUE_MAX: usize = 64;
+/// Placements per pass; a larger backlog simply takes several passes.
+pub const SCHEDULER_PLACEMENTS_PER_PASS_MAX: usize = 4_096;
+
+/// Log events per GetLogEvents/FilterLogEvents page (CloudWatch: 10,000) and per page of
+/// DescribeLogStreams/DescribeLogGroups (CloudWatch: 50).
+pub const LOG_EVENTS_PAGE_MAX: usize = 10_000;
+pub const LOG_EVENTS_PAGE_BYTES_MAX: usize = 1024 * 1024;
+pub const LOG_DESCRIBE_PAGE_MAX: usize = 50;

@@ -1,0 +1,126 @@
+//! Placement: `plan(snapshot)` proposes which SUBMITTED jobs to admit and which RUNNABLE jobs to
+//! start where. It never changes state; the applier re-checks every proposal when it commits.
+//!
+//! Rules (v1): enabled and disabled queues alike drain what they hold (a disabled queue only
+//! refuses new jobs), in descending priority; within a queue, jobs go in submission order; each
+//! job tries its queue's compute environments in ascending order and takes the first ENABLED
+//! one whose maxvCpus bound and an agent's free vCPUs and memory both have room. A job that
+//! can never fit is skipped (its statusReason says why) rather than blocking the queue.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Placement, Plan};
+use crate::limits::*;
+use crate::model::*;
+use crate::resources::{agent_has_room, ce_has_room};
+use crate::state::State;
+
+/// Proposes a plan. `new_attempt_id` names each placement's attempt (a UUID in the server, a
+/// counter in the simulator).
+pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
+    let mut plan = Plan::default();
+
+    // Admission: with no dependencies yet, every SUBMITTED job becomes RUNNABLE.
+    let mut admitted: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    'admit: for queue in state.queues_with(JobStatus::Submitted) {
+        for (seq, id) in state
+            .jobs_in(&queue, JobStatus::Submitted)
+            .into_iter()
+            .flatten()
+        {
+            if plan.admit.len() >= SCHEDULER_ADMIT_PER_PASS_MAX {
+                break 'admit;
+            }
+            plan.admit.push(id.clone());
+            admitted
+                .entry(queue.clone())
+                .or_default()
+                .push((*seq, id.clone()));
+        }
+    }
+
+    // Working copies of what is free, updated as the plan books capacity.
+    let mut agents: Vec<Agent> = state.agents.values().map(|a| (**a).clone()).collect();
+    let mut ce_used: BTreeMap<String, u64> = state
+        .compute_environments
+        .keys()
+        .map(|n| (n.clone(), state.ce_used_vcpus_milli(n)))
+        .collect();
+
+    let mut queues: Vec<&JobQueue> = state.job_queues.values().map(|q| &**q).collect();
+    queues.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+
+    for queue in queues {
+        if agents.iter().all(|a| a.free_vcpus_milli() == 0) {
+            break;
+        }
+        let runnable = state
+            .jobs_in(&queue.name, JobStatus::Runnable)
+            .into_iter()
+            .flatten();
+        let fresh = admitted.get(&queue.name).into_iter().flatten();
+        let mut misses = 0;
+        for (_, id) in runnable.chain(fresh) {
+            if plan.placements.len() >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
+                return plan;
+            }
+            let job = &state.jobs[id];
+            match choose(state, queue, job.resources, &agents, &ce_used) {
+                Some((ce, agent_index)) => {
+                    let agent = &mut agents[agent_index];
+                    agent.used_vcpus_milli += u64::from(job.resources.vcpus_milli);
+                    agent.used_memory_mib += job.resources.memory_mib;
+                    *ce_used.entry(ce.clone()).or_insert(0) += u64::from(job.resources.vcpus_milli);
+                    plan.placements.push(Placement {
+                        job_id: id.clone(),
+                        compute_environment: ce,
+                        agent_id: agent.id.clone(),
+                        attempt_id: new_attempt_id(),
+                    });
+                }
+                None => {
+                    misses += 1;
+                    if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// The first compute environment of the queue, in order, with room for `res`, and the agent
+/// there that fits it most tightly (best fit, as AWS's BEST_FIT allocation).
+fn choose(
+    state: &State,
+    queue: &JobQueue,
+    res: Resources,
+    agents: &[Agent],
+    ce_used: &BTreeMap<String, u64>,
+) -> Option<(String, usize)> {
+    for entry in &queue.compute_environment_order {
+        let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
+            continue;
+        };
+        if ce.state != ResourceState::Enabled {
+            continue;
+        }
+        if !ce_has_room(ce, ce_used.get(&ce.name).copied().unwrap_or(0), res) {
+            continue;
+        }
+        let best = agents
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.serves(ce) && agent_has_room(a, res))
+            .min_by_key(|(_, a)| (a.free_vcpus_milli(), a.id.clone()));
+        if let Some((index, _)) = best {
+            return Some((ce.name.clone(), index));
+        }
+    }
+    None
+}

@@ -1,0 +1,206 @@
+//! The whole of Barge's state as one value. Every map is persistent (structural sharing), so a
+//! clone is O(1): the writer mutates a private copy and publishes it after the commit, readers
+//! and the scheduler work on snapshots without locks.
+//!
+//! Job indexes are derived from the jobs and kept in step by `put_job`, the only way a job
+//! changes; `rebuild_indexes` recomputes them after a load.
+
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
+
+use crate::arn::Identity;
+use crate::model::*;
+
+/// (seq, job id): orders an index by submission.
+pub type JobKey = (u64, String);
+
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub identity: Identity,
+    pub compute_environments: OrdMap<String, Arc<ComputeEnvironment>>,
+    pub job_queues: OrdMap<String, Arc<JobQueue>>,
+    pub job_definitions: OrdMap<(String, u32), Arc<JobDefinition>>,
+    pub jobs: HashMap<String, Arc<Job>>,
+    pub log_streams: OrdMap<String, Arc<LogStream>>,
+    pub agents: OrdMap<String, Arc<Agent>>,
+    pub next_job_seq: u64,
+    pub next_log_stream_number: u64,
+    /// Jobs per (queue, status), in submission order.
+    by_queue_status: HashMap<(String, JobStatus), OrdSet<JobKey>>,
+    /// Jobs per queue, in submission order (filtered listing walks it newest first).
+    by_queue: HashMap<String, OrdSet<JobKey>>,
+    /// vCPUs in use per compute environment, in thousandths.
+    ce_used_vcpus_milli: HashMap<String, u64>,
+}
+
+impl State {
+    pub fn new(identity: Identity) -> State {
+        State {
+            identity,
+            next_job_seq: 1,
+            next_log_stream_number: 1,
+            ..State::default()
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Arc<Job>> {
+        self.jobs.get(id)
+    }
+
+    /// Inserts or replaces a job, keeping every index in step.
+    pub fn put_job(&mut self, job: Job) {
+        let key: JobKey = (job.seq, job.id.clone());
+        if let Some(old) = self.jobs.get(&job.id).cloned() {
+            if old.status != job.status || old.queue != job.queue {
+                self.index_remove(&old.queue, old.status, &key);
+                self.index_insert(&job.queue, job.status, key.clone());
+            }
+            if old.queue != job.queue {
+                if let Some(set) = self.by_queue.get_mut(&old.queue) {
+                    set.remove(&key);
+                }
+                self.by_queue
+                    .entry(job.queue.clone())
+                    .or_default()
+                    .insert(key);
+            }
+        } else {
+            self.index_insert(&job.queue, job.status, key.clone());
+            self.by_queue
+                .entry(job.queue.clone())
+                .or_default()
+                .insert(key);
+            self.next_job_seq = self.next_job_seq.max(job.seq + 1);
+        }
+        self.jobs.insert(job.id.clone(), Arc::new(job));
+    }
+
+    fn index_insert(&mut self, queue: &str, status: JobStatus, key: JobKey) {
+        self.by_queue_status
+            .entry((queue.to_string(), status))
+            .or_default()
+            .insert(key);
+    }
+
+    fn index_remove(&mut self, queue: &str, status: JobStatus, key: &JobKey) {
+        let k = (queue.to_string(), status);
+        if let Some(set) = self.by_queue_status.get_mut(&k) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_queue_status.remove(&k);
+            }
+        }
+    }
+
+    /// Jobs of one queue in one status, in submission order.
+    pub fn jobs_in(&self, queue: &str, status: JobStatus) -> Option<&OrdSet<JobKey>> {
+        self.by_queue_status.get(&(queue.to_string(), status))
+    }
+
+    pub fn count_in(&self, queue: &str, status: JobStatus) -> usize {
+        self.jobs_in(queue, status).map_or(0, |s| s.len())
+    }
+
+    /// All jobs of one queue, in submission order.
+    pub fn jobs_of_queue(&self, queue: &str) -> Option<&OrdSet<JobKey>> {
+        self.by_queue.get(queue)
+    }
+
+    /// Queue names that have jobs in `status`.
+    pub fn queues_with(&self, status: JobStatus) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_queue_status
+            .keys()
+            .filter(|(_, s)| *s == status)
+            .map(|(q, _)| q.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn ce_used_vcpus_milli(&self, ce: &str) -> u64 {
+        self.ce_used_vcpus_milli.get(ce).copied().unwrap_or(0)
+    }
+
+    /// Books (or, with `sign` false, releases) an attempt's resources on its environment and
+    /// agent. An agent that is gone has nothing to release.
+    pub fn account(&mut self, ce: &str, agent_id: &str, resources: Resources, book: bool) {
+        let vcpus = u64::from(resources.vcpus_milli);
+        let used = self.ce_used_vcpus_milli.entry(ce.to_string()).or_insert(0);
+        *used = if book {
+            *used + vcpus
+        } else {
+            used.saturating_sub(vcpus)
+        };
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            let agent = Arc::make_mut(agent);
+            if book {
+                agent.used_vcpus_milli += vcpus;
+                agent.used_memory_mib += resources.memory_mib;
+            } else {
+                agent.used_vcpus_milli = agent.used_vcpus_milli.saturating_sub(vcpus);
+                agent.used_memory_mib = agent.used_memory_mib.saturating_sub(resources.memory_mib);
+            }
+        }
+    }
+
+    /// Recomputes every derived index and counter from the jobs (after loading from the store).
+    pub fn rebuild_indexes(&mut self) {
+        self.by_queue_status = HashMap::new();
+        self.by_queue = HashMap::new();
+        self.ce_used_vcpus_milli = HashMap::new();
+        let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
+        for id in agent_ids {
+            if let Some(agent) = self.agents.get_mut(&id) {
+                let agent = Arc::make_mut(agent);
+                agent.used_vcpus_milli = 0;
+                agent.used_memory_mib = 0;
+            }
+        }
+        let jobs: Vec<Arc<Job>> = self.jobs.values().cloned().collect();
+        for job in jobs {
+            let key: JobKey = (job.seq, job.id.clone());
+            self.index_insert(&job.queue, job.status, key.clone());
+            self.by_queue
+                .entry(job.queue.clone())
+                .or_default()
+                .insert(key);
+            self.next_job_seq = self.next_job_seq.max(job.seq + 1);
+            if let Some(attempt) = &job.current {
+                self.account(
+                    &attempt.compute_environment,
+                    &attempt.agent_id,
+                    job.resources,
+                    true,
+                );
+            }
+        }
+        for stream in self.log_streams.values() {
+            self.next_log_stream_number = self.next_log_stream_number.max(stream.number + 1);
+        }
+    }
+
+    /// The latest ACTIVE revision of a definition.
+    pub fn latest_active_definition(&self, name: &str) -> Option<&Arc<JobDefinition>> {
+        self.definitions_named(name)
+            .rev()
+            .find(|d| d.status == DefinitionStatus::Active)
+    }
+
+    pub fn definitions_named<'a>(
+        &'a self,
+        name: &str,
+    ) -> impl DoubleEndedIterator<Item = &'a Arc<JobDefinition>> + 'a {
+        let name = name.to_string();
+        self.job_definitions
+            .range((name.clone(), 0)..=(name, u32::MAX))
+            .map(|(_, d)| d)
+    }
+
+    pub fn latest_revision(&self, name: &str) -> u32 {
+        self.definitions_named(name)
+            .next_back()
+            .map_or(0, |d| d.revision)
+    }
+}

@@ -1,0 +1,127 @@
+//! HTTP: one thin handler that routes AWS Batch (`/v1/...`), tag (`/v1/tags/{arn}`) and
+//! CloudWatch Logs (`POST /` with `X-Amz-Target`) requests to the API crate.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use barge_api::{body_limit_bytes, Answer, ApiError};
+use barge_core::limits::REQUEST_BODY_BYTES_MAX;
+use percent_encoding::percent_decode_str;
+
+use crate::shared::Shared;
+
+pub fn router(shared: Shared) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+fn respond(answer: Answer, content_type: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(answer.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = resp.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    if let Some(code) = answer.error_code {
+        headers.insert("x-amzn-errortype", HeaderValue::from_static(code));
+    }
+    resp
+}
+
+fn error(e: ApiError) -> Response {
+    respond(Answer::from_result(Err(e)), "application/json")
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    // One byte over the limit is enough to know it is too large; the API names the limit.
+    match to_bytes(body, limit + 1).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(_) => Err(ApiError::client(format!(
+            "The request body is larger than {limit} bytes, the most this operation accepts"
+        ))),
+    }
+}
+
+fn tag_keys(uri: &Uri) -> Vec<String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "tagKeys")
+        .map(|(_, v)| {
+            percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+async fn handle(AxState(shared): AxState<Shared>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    match (&parts.method, path.as_str()) {
+        (&Method::GET, "/health") => Response::new(Body::from("ok\n")),
+        (&Method::POST, "/") => logs(shared, &parts.headers, body).await,
+        (method, p) if p.starts_with("/v1/tags/") => {
+            // Decode only the captured segment, so an encoded '/' in the ARN stays inside it.
+            let raw = &p["/v1/tags/".len()..];
+            let arn = percent_decode_str(raw).decode_utf8_lossy().into_owned();
+            let body = match read_body(body, REQUEST_BODY_BYTES_MAX).await {
+                Ok(b) => b,
+                Err(e) => return error(e),
+            };
+            let answer = barge_api::tags_operation(
+                &shared,
+                method.as_str(),
+                &arn,
+                &body,
+                tag_keys(&parts.uri),
+            )
+            .await;
+            respond(answer, "application/json")
+        }
+        (&Method::POST, p) if p.starts_with("/v1/") => {
+            let op = p["/v1/".len()..].trim_end_matches('/').to_ascii_lowercase();
+            let body = match read_body(body, body_limit_bytes(&op)).await {
+                Ok(b) => b,
+                Err(e) => return error(e),
+            };
+            respond(
+                barge_api::batch_operation(&shared, &op, &body).await,
+                "application/json",
+            )
+        }
+        (method, p) => error(ApiError {
+            status: 404,
+            code: "UnknownOperationException",
+            message: format!("{method} {p} is not an AWS Batch or CloudWatch Logs operation"),
+        }),
+    }
+}
+
+async fn logs(shared: Shared, headers: &HeaderMap, body: Body) -> Response {
+    let Some(target) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return error(ApiError::client(
+            "POST / needs an X-Amz-Target header naming a CloudWatch Logs operation (Logs_20140328.GetLogEvents, …)",
+        ));
+    };
+    let body = match read_body(body, REQUEST_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    let state = shared.published.load_full();
+    let reader = shared.logs.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        barge_api::logs::logs_operation(&state, &reader, &target, &body)
+    })
+    .await
+    .unwrap_or_else(|_| Answer::from_result(Err(ApiError::server("the log query failed"))));
+    respond(answer, "application/x-amz-json-1.1")
+}

@@ -1,0 +1,249 @@
+//! Barge's control plane, wired together: the single store writer, the scheduler loop, the
+//! HTTP routes and, for `barge up`, an in-process agent. It owns how the pieces run (threads,
+//! tasks, channels, shutdown) and none of the rules: those live in barge-core, the wire in
+//! barge-api, the disk in barge-store and process handling in barge-agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use barge_agent::{AgentConfig, ControlPlane, ReportError};
+use barge_core::agent::AgentReport;
+use barge_core::arn::Identity;
+use barge_core::model::*;
+use barge_core::Command;
+use barge_store::Store;
+use serde_json::Map;
+use tokio::sync::{mpsc, Notify};
+
+mod http;
+pub mod limits;
+mod scheduler;
+mod shared;
+mod writer;
+
+pub use shared::Shared;
+
+/// Settings of `barge up`.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub agent_vcpus: u64,
+    pub agent_memory_mib: u64,
+    pub identity: Identity,
+}
+
+/// The local agent's link to the control plane: reports become writer commands.
+struct LocalControlPlane {
+    shared: Shared,
+    agent_id: String,
+}
+
+impl ControlPlane for LocalControlPlane {
+    fn report(
+        &self,
+        reports: Vec<AgentReport>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ReportError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.shared
+                .execute(Command::AgentReports {
+                    agent_id: self.agent_id.clone(),
+                    reports,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| ReportError::Unavailable(e.message))
+        })
+    }
+}
+
+/// An EC2-looking instance id for an agent, so statusReasons read as AWS's do.
+fn new_agent_id() -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("i-{}", &hex[..17])
+}
+
+fn default_compute_environment(vcpus: u64, uuid: String) -> ComputeEnvironment {
+    let mut other = Map::new();
+    other.insert("instanceTypes".into(), serde_json::json!(["optimal"]));
+    ComputeEnvironment {
+        name: "default".into(),
+        uuid,
+        kind: ComputeEnvironmentType::Managed,
+        state: ResourceState::Enabled,
+        compute_resources: Some(ComputeResources {
+            kind: Some("EC2".into()),
+            min_vcpus: Some(0),
+            max_vcpus: Some(vcpus as i64),
+            desired_vcpus: Some(0),
+            other,
+        }),
+        unmanaged_vcpus: None,
+        service_role: None,
+        update_policy: None,
+        tags: Tags::new(),
+        other: Map::new(),
+    }
+}
+
+fn default_job_queue() -> JobQueue {
+    JobQueue {
+        name: "default".into(),
+        state: ResourceState::Enabled,
+        priority: 1,
+        compute_environment_order: vec![ComputeEnvironmentOrder {
+            order: 1,
+            compute_environment: "default".into(),
+        }],
+        scheduling_policy_arn: None,
+        tags: Tags::new(),
+        other: Map::new(),
+    }
+}
+
+/// Runs `barge up` until Ctrl-C or SIGTERM: control plane, local agent, scheduler, HTTP.
+pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let first_start = store.is_new();
+    let state = store
+        .load(config.identity.clone())
+        .context("loading the stored state")?;
+    let logs = store.reader()?;
+    let published = Arc::new(ArcSwap::from_pointee(state));
+    let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
+    let router = Arc::new(writer::AgentRouter::default());
+    let wake_scheduler = Arc::new(Notify::new());
+    let writer_thread = {
+        let (published, router, wake) = (published.clone(), router.clone(), wake_scheduler.clone());
+        std::thread::Builder::new()
+            .name("barge-writer".into())
+            .spawn(move || writer::run_writer(store, published, writer_rx, router, wake))?
+    };
+    let shared = Shared {
+        published,
+        writer: writer_tx,
+        logs,
+    };
+
+    // Attempts that were live when the last process stopped ran on an agent that no longer
+    // exists: fail them (and retry where attempts remain) before anything else happens.
+    shared
+        .execute(Command::FailOrphans)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let agent_id = new_agent_id();
+    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+    router.register(&agent_id, agent_tx.clone());
+    shared
+        .execute(Command::RegisterAgent {
+            id: agent_id.clone(),
+            vcpus_milli: config.agent_vcpus * 1000,
+            memory_mib: config.agent_memory_mib,
+            scope: AgentScope::AllManaged,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if first_start {
+        let ce = default_compute_environment(config.agent_vcpus, uuid::Uuid::new_v4().to_string());
+        shared
+            .execute(Command::CreateComputeEnvironment(ce))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        shared
+            .execute(Command::CreateJobQueue(default_job_queue()))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    let control: Arc<dyn ControlPlane> = Arc::new(LocalControlPlane {
+        shared: shared.clone(),
+        agent_id: agent_id.clone(),
+    });
+    let agent = tokio::spawn(barge_agent::run(
+        AgentConfig {
+            agent_id: agent_id.clone(),
+        },
+        control,
+        agent_rx,
+    ));
+    drop(agent_tx);
+
+    let stop_scheduler = Arc::new(Notify::new());
+    let scheduler = tokio::spawn(scheduler::run(
+        shared.clone(),
+        wake_scheduler,
+        stop_scheduler.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    print_banner(&endpoint, &config, &agent_id);
+
+    let app = http::router(shared.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    eprintln!("barge: shutting down: stopping running jobs");
+    stop_scheduler.notify_one();
+    let _ = scheduler.await;
+    // Dropping the agent's channel asks it to stop its attempts and report their ends.
+    router.unregister(&agent_id);
+    if tokio::time::timeout(Duration::from_millis(limits::SHUTDOWN_AGENT_WAIT_MS), agent)
+        .await
+        .is_err()
+    {
+        eprintln!("barge: the local agent did not stop in time");
+    }
+    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    eprintln!("barge: stopped");
+    Ok(())
+}
+
+fn print_banner(endpoint: &str, config: &UpConfig, agent_id: &str) {
+    println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
+    println!(
+        "  data directory {}, local agent {agent_id} with {} vCPUs and {} MiB, process runner",
+        config.data_dir.display(),
+        config.agent_vcpus,
+        config.agent_memory_mib
+    );
+    println!("Try it (any credentials work on loopback):");
+    println!(
+        "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",
+        config.identity.region
+    );
+    println!(
+        "  aws batch register-job-definition --job-definition-name hello --type container --container-properties '{{\"image\":\"busybox\",\"command\":[\"echo\",\"hello from barge\"]}}' --endpoint-url {endpoint}"
+    );
+    println!("  aws batch submit-job --job-name hello --job-queue default --job-definition hello --endpoint-url {endpoint}");
+    println!("Press Ctrl-C to stop.");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,13 @@
+//! The server's own bounds (the domain's live in barge_core::limits).
+
+/// Commands waiting for the writer. When full, callers wait: backpressure instead of an
+/// unbounded buffer.
+pub const WRITER_QUEUE_COMMANDS_MAX: usize = 16_384;
+/// Commands applied and committed in one transaction. Large enough that group commit
+/// amortises the fsync; small enough that one batch's latency stays in milliseconds.
+pub const WRITER_BATCH_COMMANDS_MAX: usize = 2_048;
+/// How often the scheduler looks even when nothing told it to (a safety net: every change
+/// that matters already wakes it).
+pub const SCHEDULER_IDLE_PASS_MS: u64 = 1_000;
+/// How long shutdown waits for the local agent to stop its attempts.
+pub const SHUTDOWN_AGENT_WAIT_MS: u64 = 15_000;

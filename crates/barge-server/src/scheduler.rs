@@ -1,0 +1,32 @@
+//! The scheduler loop: whenever something that matters changed (or once a second), plan from
+//! the latest snapshot and hand the plan to the writer, which re-checks and commits it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge_core::{scheduler, Command, Reply};
+use tokio::sync::Notify;
+
+use crate::limits::SCHEDULER_IDLE_PASS_MS;
+use crate::shared::Shared;
+
+pub async fn run(shared: Shared, wake: Arc<Notify>, shutdown: Arc<Notify>) {
+    loop {
+        let plan = scheduler::plan(&shared.published.load(), &mut || {
+            uuid::Uuid::new_v4().to_string()
+        });
+        if !plan.is_empty() {
+            match shared.execute(Command::SchedulerPass(plan)).await {
+                // More may be placeable (bounded passes, capacity freed meanwhile): look again.
+                Ok(Reply::Placed { .. }) => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!("scheduling pass not committed: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(SCHEDULER_IDLE_PASS_MS)) => {}
+            _ = shutdown.notified() => return,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The one writer. Every change to Barge's state goes through here: commands are applied to a
+//! private copy of the state in batches, the batch is committed to the store in one durable
+//! transaction (group commit), and only then is the new state published, the effects run and
+//! the callers answered. If the commit fails, the batch is dropped and every caller in it gets a
+//! ServerException: nothing is published that is not durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use barge_api::ApiError;
+use barge_core::agent::AgentInstruction;
+use barge_core::{apply, Changes, Command, Effect, Reply, State};
+use barge_store::Store;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::limits::*;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct WriteRequest {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Reply, ApiError>>,
+}
+
+/// Where agent instructions go once their change is durable. In-process agents register a
+/// channel here; instructions for an agent without one are dropped (it will be told again by
+/// reconciliation, or declared lost).
+#[derive(Default)]
+pub struct AgentRouter {
+    senders: Mutex<HashMap<String, mpsc::UnboundedSender<AgentInstruction>>>,
+}
+
+impl AgentRouter {
+    pub fn register(&self, agent_id: &str, sender: mpsc::UnboundedSender<AgentInstruction>) {
+        self.senders
+            .lock()
+            .expect("agent router")
+            .insert(agent_id.to_string(), sender);
+    }
+    pub fn unregister(&self, agent_id: &str) {
+        self.senders.lock().expect("agent router").remove(agent_id);
+    }
+    fn deliver(&self, effects: Vec<Effect>) {
+        let senders = self.senders.lock().expect("agent router");
+        for effect in effects {
+            let Effect::Agent {
+                agent_id,
+                instruction,
+            } = effect;
+            if let Some(tx) = senders.get(&agent_id) {
+                let _ = tx.send(instruction);
+            }
+        }
+    }
+}
+
+/// Runs the writer loop on the current (dedicated) thread until every sender is dropped.
+pub fn run_writer(
+    mut store: Store,
+    published: Arc<ArcSwap<State>>,
+    mut requests: mpsc::Receiver<WriteRequest>,
+    router: Arc<AgentRouter>,
+    schedule: Arc<Notify>,
+) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(WRITER_BATCH_COMMANDS_MAX);
+    while let Some(first) = requests.blocking_recv() {
+        batch.push(first);
+        while batch.len() < WRITER_BATCH_COMMANDS_MAX {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut state: State = (**published.load()).clone();
+        let mut changes = Changes::default();
+        let now = now_ms();
+        let mut results = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for req in batch.drain(..) {
+            results.push(apply(&mut state, req.command, now, &mut changes).map_err(ApiError::from));
+            replies.push(req.reply);
+        }
+        let durable = if changes.dirty.is_empty() && changes.log_events.is_empty() {
+            Ok(())
+        } else {
+            store.commit(&state, &changes)
+        };
+        match durable {
+            Ok(()) => {
+                published.store(Arc::new(state));
+                router.deliver(changes.effects);
+                if changes.schedule {
+                    schedule.notify_one();
+                }
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "commit failed, batch of {} commands dropped: {e}",
+                    replies.len()
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(ApiError::server(format!(
+                        "the change could not be stored ({e}); nothing was changed, retry later"
+                    ))));
+                }
+            }
+        }
+    }
+}
