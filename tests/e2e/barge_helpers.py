@@ -492,14 +492,17 @@ def register_jobdef(batch, command: list[str], name: str | None = None, **extra)
     return resp
 
 
-def create_ce(batch, max_vcpus: int = 4, name: str | None = None, state: str = "ENABLED", **resources) -> dict:
+def create_ce(batch, max_vcpus: int = 4, name: str | None = None, state: str = "ENABLED",
+              tags: dict | None = None, **resources) -> dict:
+    """A MANAGED EC2 compute environment; `resources` go into computeResources."""
     name = name or uniq("ce")
     cr = {"type": "EC2", "minvCpus": 0, "maxvCpus": max_vcpus, "instanceTypes": ["optimal"],
           "subnets": ["subnet-0123456789abcdef0"], "securityGroupIds": ["sg-0123456789abcdef0"],
           "instanceRole": "ecsInstanceRole"}
     cr.update(resources)
+    extra = {"tags": tags} if tags else {}
     return batch.create_compute_environment(
-        computeEnvironmentName=name, type="MANAGED", state=state, computeResources=cr
+        computeEnvironmentName=name, type="MANAGED", state=state, computeResources=cr, **extra
     )
 
 

@@ -102,18 +102,6 @@ def parked_queue(batch):
     return q
 
 
-@pytest.fixture()
-def small_ce(batch):
-    """Factory: a fresh ENABLED managed CE with the given maxvCpus, plus a queue on it."""
-
-    def make(max_vcpus: int = 1, priority: int = 1):
-        ce = create_ce(batch, max_vcpus=max_vcpus)["computeEnvironmentName"]
-        q = create_queue(batch, [ce], priority=priority)["jobQueueName"]
-        return ce, q
-
-    return make
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
