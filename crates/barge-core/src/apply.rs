@@ -1172,6 +1172,40 @@ fn append_logs(
         .insert(stream.name.clone(), Arc::new(stream));
 }
 
+/// AWS's evaluateOnExit: the first rule whose given conditions all match decides (RETRY or
+/// EXIT); when none matches, the attempt is retried.
+fn evaluate_on_exit_retries(job: &Job, attempt: &Attempt) -> bool {
+    let rules = job
+        .retry_strategy
+        .as_ref()
+        .and_then(|r| r.evaluate_on_exit.as_deref())
+        .unwrap_or_default();
+    let exit_code = attempt.exit_code.map(|c| c.to_string());
+    for rule in rules {
+        let conditions = [
+            (&rule.on_exit_code, exit_code.as_deref()),
+            (&rule.on_reason, attempt.reason.as_deref()),
+            (&rule.on_status_reason, attempt.status_reason.as_deref()),
+        ];
+        let matched = conditions.iter().all(|(pattern, value)| match pattern {
+            None => true,
+            Some(p) => value.is_some_and(|v| pattern_matches(p, v)),
+        });
+        if matched {
+            return rule.action.eq_ignore_ascii_case("RETRY");
+        }
+    }
+    true
+}
+
+/// evaluateOnExit patterns: exact, or a prefix match when the pattern ends in `*`.
+pub fn pattern_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => value == pattern,
+    }
+}
+
 fn truncate_chars(s: String, max: usize) -> String {
     if s.chars().count() <= max {
         s
@@ -1218,7 +1252,9 @@ fn finish_attempt(
         job.status = JobStatus::Succeeded;
         job.status_reason = attempt_status_reason;
         job.stopped_at = Some(at);
-    } else if job.attempts_made() < job.max_attempts() && state.job_queues.contains_key(&job.queue)
+    } else if job.attempts_made() < job.max_attempts()
+        && state.job_queues.contains_key(&job.queue)
+        && evaluate_on_exit_retries(job, job.attempts.last().expect("just pushed"))
     {
         job.status = JobStatus::Runnable;
         job.status_reason = None;

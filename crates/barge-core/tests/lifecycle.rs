@@ -1,0 +1,543 @@
+//! The job lifecycle and placement rules, driven through `apply` and `plan` as the server does.
+
+use std::collections::BTreeMap;
+
+use barge_core::agent::{AgentInstruction, AgentReport, LogLine};
+use barge_core::command::*;
+use barge_core::model::*;
+use barge_core::reason::why_waiting;
+use barge_core::{apply, scheduler, Changes, Command, Effect, State};
+use proptest::prelude::*;
+use serde_json::Map;
+
+struct World {
+    state: State,
+    now: i64,
+    next_id: u64,
+}
+
+impl World {
+    fn new(max_vcpus: i64, agent_vcpus: u64, agent_memory_mib: u64) -> World {
+        let mut w = World {
+            state: State::new(Default::default()),
+            now: 1_000,
+            next_id: 0,
+        };
+        w.ok(Command::RegisterAgent {
+            id: "i-1".into(),
+            vcpus_milli: agent_vcpus * 1000,
+            memory_mib: agent_memory_mib,
+            scope: AgentScope::AllManaged,
+        });
+        w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
+        w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
+        w
+    }
+
+    fn run(&mut self, command: Command) -> (Result<Reply, CoreError>, Changes) {
+        self.now += 1;
+        let mut changes = Changes::default();
+        let r = apply(&mut self.state, command, self.now, &mut changes);
+        (r, changes)
+    }
+
+    fn ok(&mut self, command: Command) -> Changes {
+        let (r, changes) = self.run(command);
+        r.expect("command should succeed");
+        changes
+    }
+
+    fn define(&mut self, name: &str, vcpus: &str, memory: &str, attempts: Option<u32>) {
+        let container = ContainerProperties {
+            image: Some("busybox".into()),
+            command: Some(vec!["echo".into(), "Ref::word".into()]),
+            resource_requirements: Some(vec![
+                ResourceRequirement {
+                    kind: "VCPU".into(),
+                    value: vcpus.into(),
+                },
+                ResourceRequirement {
+                    kind: "MEMORY".into(),
+                    value: memory.into(),
+                },
+            ]),
+            ..Default::default()
+        };
+        self.ok(Command::RegisterJobDefinition(JobDefinition {
+            name: name.into(),
+            revision: 0,
+            status: DefinitionStatus::Active,
+            kind: "container".into(),
+            parameters: BTreeMap::from([("word".into(), "hi".into())]),
+            scheduling_priority: None,
+            container_properties: Some(container),
+            node_properties: None,
+            retry_strategy: attempts.map(|a| RetryStrategy {
+                attempts: Some(a),
+                evaluate_on_exit: None,
+            }),
+            timeout: None,
+            propagate_tags: None,
+            platform_capabilities: None,
+            tags: Tags::new(),
+            other: Map::new(),
+        }));
+    }
+
+    fn submit(&mut self, queue: &str, definition: &str) -> String {
+        self.next_id += 1;
+        let id = format!("job-{}", self.next_id);
+        self.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: id.clone(),
+            name: "j".into(),
+            queue: queue.into(),
+            definition: definition.into(),
+            ..Default::default()
+        })));
+        id
+    }
+
+    /// One scheduling pass; returns the launches it produced.
+    fn schedule(&mut self) -> Vec<barge_core::agent::AttemptSpec> {
+        let mut n = 0;
+        let plan = scheduler::plan(&self.state, &mut || {
+            n += 1;
+            format!("att-{n}-{}", self.now)
+        });
+        let changes = self.ok(Command::SchedulerPass(plan));
+        changes
+            .effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Agent {
+                    instruction: AgentInstruction::Launch(spec),
+                    ..
+                } => Some(spec),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn report(&mut self, report: AgentReport) -> Reply {
+        let (r, _) = self.run(Command::AgentReports {
+            agent_id: "i-1".into(),
+            reports: vec![report],
+        });
+        r.unwrap()
+    }
+
+    fn exit(&mut self, spec: &barge_core::agent::AttemptSpec, code: i32) {
+        let at = self.now;
+        self.report(AgentReport::Running {
+            job_id: spec.job_id.clone(),
+            attempt_id: spec.attempt_id.clone(),
+            at_ms: at,
+        });
+        self.report(AgentReport::Exited {
+            job_id: spec.job_id.clone(),
+            attempt_id: spec.attempt_id.clone(),
+            at_ms: at + 5,
+            exit_code: Some(code),
+            reason: None,
+        });
+    }
+
+    fn job(&self, id: &str) -> &Job {
+        self.state.job(id).unwrap()
+    }
+}
+
+fn ce(name: &str, max_vcpus: i64) -> ComputeEnvironment {
+    ComputeEnvironment {
+        name: name.into(),
+        uuid: format!("uuid-{name}"),
+        kind: ComputeEnvironmentType::Managed,
+        state: ResourceState::Enabled,
+        compute_resources: Some(ComputeResources {
+            kind: Some("EC2".into()),
+            max_vcpus: Some(max_vcpus),
+            ..Default::default()
+        }),
+        unmanaged_vcpus: None,
+        service_role: None,
+        update_policy: None,
+        tags: Tags::new(),
+        other: Map::new(),
+    }
+}
+
+fn queue(name: &str, priority: i64, ces: &[&str]) -> JobQueue {
+    JobQueue {
+        name: name.into(),
+        state: ResourceState::Enabled,
+        priority,
+        compute_environment_order: ces
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ComputeEnvironmentOrder {
+                order: i as i64 + 1,
+                compute_environment: c.to_string(),
+            })
+            .collect(),
+        scheduling_policy_arn: None,
+        tags: Tags::new(),
+        other: Map::new(),
+    }
+}
+
+#[test]
+fn a_job_goes_through_the_whole_lifecycle() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", None);
+    let id = w.submit("q", "d");
+    assert_eq!(w.job(&id).status, JobStatus::Submitted);
+    let launches = w.schedule();
+    assert_eq!(launches.len(), 1);
+    let spec = &launches[0];
+    assert_eq!(w.job(&id).status, JobStatus::Starting);
+    assert_eq!(
+        spec.command,
+        vec!["echo", "hi"],
+        "Ref:: is substituted from the definition's parameters"
+    );
+    let env: BTreeMap<_, _> = spec.environment.iter().cloned().collect();
+    assert_eq!(env["AWS_BATCH_JOB_ID"], id);
+    assert_eq!(env["AWS_BATCH_JOB_ATTEMPT"], "1");
+    assert_eq!(env["AWS_BATCH_JQ_NAME"], "q");
+    assert_eq!(env["AWS_BATCH_CE_NAME"], "ce");
+    w.report(AgentReport::Running {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 2_000,
+    });
+    assert_eq!(w.job(&id).status, JobStatus::Running);
+    assert_eq!(w.job(&id).started_at, Some(2_000));
+    assert!(
+        w.state.log_streams.contains_key(&spec.log_stream_name),
+        "the stream exists from RUNNING on"
+    );
+    w.report(AgentReport::Logs {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        lines: vec![LogLine {
+            timestamp_ms: 2_001,
+            message: "hi".into(),
+        }],
+    });
+    assert_eq!(w.state.log_streams[&spec.log_stream_name].next_event_seq, 1);
+    w.report(AgentReport::Exited {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 2_010,
+        exit_code: Some(0),
+        reason: None,
+    });
+    let job = w.job(&id);
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.stopped_at, Some(2_010));
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].exit_code, Some(0));
+    assert_eq!(
+        job.status_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(
+        w.state.agents["i-1"].used_vcpus_milli, 0,
+        "capacity is released"
+    );
+}
+
+#[test]
+fn failed_attempts_are_retried_until_attempts_run_out() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", Some(3));
+    let id = w.submit("q", "d");
+    for attempt in 1..=3 {
+        let launches = w.schedule();
+        assert_eq!(launches.len(), 1, "attempt {attempt} is placed");
+        assert_eq!(launches[0].attempt_number, attempt);
+        w.exit(&launches[0], 1);
+    }
+    let job = w.job(&id);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.attempts.len(), 3);
+    assert!(job.attempts.iter().all(|a| a.exit_code == Some(1)));
+    assert!(w.schedule().is_empty());
+}
+
+#[test]
+fn evaluate_on_exit_first_match_decides() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", Some(5));
+    let mut d = (**w.state.latest_active_definition("d").unwrap()).clone();
+    d.retry_strategy = Some(RetryStrategy {
+        attempts: Some(5),
+        evaluate_on_exit: Some(vec![
+            EvaluateOnExit {
+                on_exit_code: Some("3*".into()),
+                on_reason: None,
+                on_status_reason: None,
+                action: "exit".into(),
+            },
+            EvaluateOnExit {
+                on_exit_code: Some("2".into()),
+                on_reason: None,
+                on_status_reason: None,
+                action: "RETRY".into(),
+            },
+        ]),
+    });
+    w.ok(Command::RegisterJobDefinition(d));
+    let id = w.submit("q", "d");
+    let l = w.schedule();
+    w.exit(&l[0], 2);
+    assert_eq!(
+        w.job(&id).status,
+        JobStatus::Runnable,
+        "exit 2 matches RETRY"
+    );
+    let l = w.schedule();
+    w.exit(&l[0], 7);
+    assert_eq!(
+        w.job(&id).status,
+        JobStatus::Runnable,
+        "no rule matches: retry"
+    );
+    let l = w.schedule();
+    w.exit(&l[0], 31);
+    assert_eq!(w.job(&id).status, JobStatus::Failed, "3* matches EXIT");
+    assert_eq!(w.job(&id).attempts.len(), 3);
+}
+
+#[test]
+fn stale_reports_are_refused_and_stale_running_is_stopped() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", Some(2));
+    let id = w.submit("q", "d");
+    let first = w.schedule().remove(0);
+    // The agent is lost: the attempt fails with the host reason and the job is retried.
+    w.ok(Command::AgentLost { id: "i-1".into() });
+    assert_eq!(w.job(&id).status, JobStatus::Runnable);
+    assert_eq!(
+        w.job(&id).attempts[0].status_reason.as_deref(),
+        Some("Host EC2 (instance i-1) terminated.")
+    );
+    w.ok(Command::RegisterAgent {
+        id: "i-1".into(),
+        vcpus_milli: 4000,
+        memory_mib: 8192,
+        scope: AgentScope::AllManaged,
+    });
+    let (r, changes) = w.run(Command::AgentReports {
+        agent_id: "i-1".into(),
+        reports: vec![AgentReport::Running {
+            job_id: id.clone(),
+            attempt_id: first.attempt_id.clone(),
+            at_ms: 5,
+        }],
+    });
+    assert_eq!(r.unwrap(), Reply::Reports { refused: 1 });
+    assert!(matches!(
+        changes.effects.as_slice(),
+        [Effect::Agent {
+            instruction: AgentInstruction::Stop { .. },
+            ..
+        }]
+    ));
+    let second = w.schedule().remove(0);
+    assert_ne!(second.attempt_id, first.attempt_id);
+    assert_eq!(second.attempt_number, 2);
+}
+
+#[test]
+fn cancel_and_terminate_follow_aws_per_state_rules() {
+    let mut w = World::new(1, 1, 8192);
+    w.define("d", "1", "128", Some(3));
+    let running = w.submit("q", "d");
+    let waiting = w.submit("q", "d");
+    let spec = w.schedule().remove(0);
+    assert_eq!(spec.job_id, running);
+    w.report(AgentReport::Running {
+        job_id: running.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 5,
+    });
+    // Cancel of a RUNNING job: no effect.
+    w.ok(Command::CancelJob {
+        job_id: running.clone(),
+        reason: "nope".into(),
+    });
+    assert_eq!(w.job(&running).status, JobStatus::Running);
+    // Cancel of a RUNNABLE job: FAILED, isCancelled, the reason.
+    w.ok(Command::CancelJob {
+        job_id: waiting.clone(),
+        reason: "changed my mind".into(),
+    });
+    assert_eq!(w.job(&waiting).status, JobStatus::Failed);
+    assert!(w.job(&waiting).is_cancelled);
+    assert_eq!(
+        w.job(&waiting).status_reason.as_deref(),
+        Some("changed my mind")
+    );
+    // Terminate of a RUNNING job: a Stop, then FAILED without retry when the exit arrives.
+    let changes = w.ok(Command::TerminateJob {
+        job_id: running.clone(),
+        reason: "stop it".into(),
+    });
+    assert!(matches!(
+        changes.effects.as_slice(),
+        [Effect::Agent {
+            instruction: AgentInstruction::Stop { .. },
+            ..
+        }]
+    ));
+    w.report(AgentReport::Exited {
+        job_id: running.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 9,
+        exit_code: Some(143),
+        reason: None,
+    });
+    let job = w.job(&running);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.is_terminated);
+    assert_eq!(job.status_reason.as_deref(), Some("stop it"));
+    assert_eq!(job.attempts.len(), 1, "a terminated job is not retried");
+}
+
+#[test]
+fn higher_priority_queue_goes_first_and_reasons_explain_waiting() {
+    let mut w = World::new(1, 1, 8192);
+    w.ok(Command::CreateJobQueue(queue("high", 10, &["ce"])));
+    w.define("d", "1", "128", None);
+    let low = w.submit("q", "d");
+    let high = w.submit("high", "d");
+    let launches = w.schedule();
+    assert_eq!(launches.len(), 1);
+    assert_eq!(launches[0].job_id, high);
+    assert_eq!(w.job(&low).status, JobStatus::Runnable);
+    let reason = why_waiting(&w.state, w.job(&low)).unwrap();
+    assert!(
+        reason.starts_with("CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_job_that_can_never_fit_says_so_and_does_not_block() {
+    let mut w = World::new(2, 4, 1024);
+    w.define("big", "4", "128", None);
+    w.define("fat", "1", "4096", None);
+    w.define("small", "1", "128", None);
+    let big = w.submit("q", "big");
+    let fat = w.submit("q", "fat");
+    let small = w.submit("q", "small");
+    let launches = w.schedule();
+    assert_eq!(
+        launches
+            .iter()
+            .map(|l| l.job_id.clone())
+            .collect::<Vec<_>>(),
+        vec![small]
+    );
+    let r = why_waiting(&w.state, w.job(&big)).unwrap();
+    assert!(
+        r.starts_with("MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE"),
+        "{r}"
+    );
+    let r = why_waiting(&w.state, w.job(&fat)).unwrap();
+    assert!(
+        r.starts_with("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"),
+        "{r}"
+    );
+}
+
+#[test]
+fn failing_commands_change_nothing() {
+    let mut w = World::new(2, 2, 1024);
+    let before = w.state.jobs.len();
+    let (r, changes) = w.run(Command::SubmitJob(Box::new(SubmitJob {
+        job_id: "x".into(),
+        name: "x".into(),
+        queue: "q".into(),
+        definition: "missing".into(),
+        ..Default::default()
+    })));
+    assert!(matches!(r, Err(CoreError::NotFound(_))));
+    assert!(changes.dirty.is_empty());
+    assert_eq!(w.state.jobs.len(), before);
+    // Deleting an enabled environment is refused; a disabled but attached one too.
+    assert!(w
+        .run(Command::DeleteComputeEnvironment {
+            reference: "ce".into()
+        })
+        .0
+        .is_err());
+    w.ok(Command::UpdateComputeEnvironment(
+        ComputeEnvironmentUpdate {
+            reference: "ce".into(),
+            state: Some(ResourceState::Disabled),
+            ..Default::default()
+        },
+    ));
+    let (r, _) = w.run(Command::DeleteComputeEnvironment {
+        reference: "ce".into(),
+    });
+    assert!(r.unwrap_err().to_string().contains("attached"));
+}
+
+#[test]
+fn desired_vcpus_cannot_decrease() {
+    let mut w = World::new(8, 2, 1024);
+    let upd = |d| {
+        Command::UpdateComputeEnvironment(ComputeEnvironmentUpdate {
+            reference: "arn:aws:batch:us-east-1:000000000000:compute-environment/ce".into(),
+            desired_vcpus: Some(d),
+            ..Default::default()
+        })
+    };
+    w.ok(upd(4));
+    assert!(w.run(upd(2)).0.is_err());
+    assert!(w.run(upd(9)).0.is_err(), "above maxvCpus");
+}
+
+proptest! {
+    /// Whatever the jobs and agents, one plan never books more than an agent or an
+    /// environment has.
+    #[test]
+    fn plans_never_overcommit(
+        agents in proptest::collection::vec((1u64..8, 256u64..4096), 1..4),
+        jobs in proptest::collection::vec((1u32..4, 64u64..2048), 0..40),
+        max_vcpus in 0i64..12,
+    ) {
+        let mut w = World { state: State::new(Default::default()), now: 0, next_id: 0 };
+        for (n, (v, m)) in agents.iter().enumerate() {
+            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged });
+        }
+        w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
+        w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
+        for (n, (v, m)) in jobs.iter().enumerate() {
+            w.define(&format!("d{n}"), &v.to_string(), &m.to_string(), None);
+            w.submit("q", &format!("d{n}"));
+        }
+        w.schedule();
+        w.schedule();
+        let mut ce_used = 0u64;
+        for agent in w.state.agents.values() {
+            let used: (u64, u64) = w.state.jobs.values()
+                .filter(|j| j.current.as_ref().is_some_and(|a| a.agent_id == agent.id))
+                .fold((0, 0), |(v, m), j| (v + u64::from(j.resources.vcpus_milli), m + j.resources.memory_mib));
+            prop_assert!(used.0 <= agent.vcpus_milli && used.1 <= agent.memory_mib);
+            prop_assert_eq!(used.0, agent.used_vcpus_milli);
+            ce_used += used.0;
+        }
+        prop_assert!(ce_used <= max_vcpus as u64 * 1000);
+    }
+
+    #[test]
+    fn parameter_substitution_replaces_whole_names(value in "[a-z]{0,8}") {
+        let params = BTreeMap::from([("a".to_string(), "A".to_string()), ("ab".to_string(), value.clone())]);
+        let out = barge_core::apply::substitute_parameters(&["Ref::ab".into(), "x-Ref::a".into(), "Ref::zz".into()], &params);
+        prop_assert_eq!(out, vec![value, "x-A".to_string(), "Ref::zz".to_string()]);
+    }
+}
