@@ -51,7 +51,7 @@ fn apply_inner(
         }
         Command::CreateJobQueue(q) => create_job_queue(state, q, changes),
         Command::UpdateJobQueue(u) => update_job_queue(state, u, changes),
-        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, now, changes),
+        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, changes),
         Command::RegisterJobDefinition(d) => register_job_definition(state, d, changes),
         Command::DeregisterJobDefinition { reference } => {
             deregister_job_definition(state, &reference, changes)
@@ -443,7 +443,6 @@ fn update_job_queue(
 fn delete_job_queue(
     state: &mut State,
     reference: &str,
-    now: i64,
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
     let name = find_queue_name(state, reference)?;
@@ -469,7 +468,6 @@ fn delete_job_queue(
             terminate_job(state, &id, reason.clone(), changes)?;
         }
     }
-    let _ = now;
     state.job_queues.remove(&name);
     changes.dirty.push(Key::JobQueue(name));
     Ok(Reply::Done)

@@ -76,6 +76,16 @@ fn why_runnable(state: &State, job: &Job) -> String {
             continue;
         }
         let used = state.ce_used_vcpus_milli(&ce.name);
+        if crate::resources::ce_has_room(ce, used, res)
+            && hosts
+                .iter()
+                .any(|a| crate::resources::agent_has_room(a, res))
+        {
+            return format!(
+                "Waiting for the scheduler to place the job on compute environment {}",
+                ce.name
+            );
+        }
         let cap = ce.max_vcpus_milli().map_or_else(
             || format!("{} vCPU in use", format_vcpus(used)),
             |m| format!("{} of {} vCPU in use", format_vcpus(used), format_vcpus(m)),

@@ -16,9 +16,12 @@ pub async fn run(shared: Shared, wake: Arc<Notify>, shutdown: Arc<Notify>) {
             uuid::Uuid::new_v4().to_string()
         });
         if !plan.is_empty() {
+            let admitted = !plan.admit.is_empty();
             match shared.execute(Command::SchedulerPass(plan)).await {
-                // More may be placeable (bounded passes, capacity freed meanwhile): look again.
-                Ok(Reply::Placed { .. }) => continue,
+                // Progress was made and more may be possible (passes are bounded, capacity
+                // may have freed meanwhile): look again at once. A pass that changed nothing
+                // waits for the next wake-up instead of spinning.
+                Ok(Reply::Placed { placed }) if placed > 0 || admitted => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!("scheduling pass not committed: {e}"),
             }
