@@ -59,6 +59,10 @@ pub const DEFAULT_MEMORY_MIB: u64 = 2048;
 /// the queues are.
 pub const SCHEDULER_ADMIT_PER_PASS_MAX: usize = 10_000;
 pub const SCHEDULER_MISSES_PER_QUEUE_MAX: usize = 64;
+/// Jobs one pass looks at in all. Jobs that can never fit are skipped without counting as
+/// misses (they must not starve the jobs behind them), so this is what bounds a pass over a
+/// queue headed by many of them; beyond it they do delay the jobs behind (documented).
+pub const SCHEDULER_VISITS_PER_PASS_MAX: usize = 200_000;
 /// Placements per pass; a larger backlog simply takes several passes.
 pub const SCHEDULER_PLACEMENTS_PER_PASS_MAX: usize = 4_096;
 

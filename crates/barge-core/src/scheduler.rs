@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::command::{Placement, Plan};
 use crate::limits::*;
 use crate::model::*;
-use crate::resources::{agent_has_room, ce_has_room};
+use crate::resources::{agent_could_fit, agent_has_room, ce_has_room};
 use crate::state::State;
 
 /// Proposes a plan. `new_attempt_id` names each placement's attempt (a UUID in the server, a
@@ -54,6 +54,7 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
             .then_with(|| a.name.cmp(&b.name))
     });
 
+    let mut visits = 0;
     for queue in queues {
         if agents.iter().all(|a| a.free_vcpus_milli() == 0) {
             break;
@@ -66,6 +67,10 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
         let mut misses = 0;
         for (_, id) in runnable.chain(fresh) {
             if plan.placements.len() >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
+                return plan;
+            }
+            visits += 1;
+            if visits > SCHEDULER_VISITS_PER_PASS_MAX {
                 return plan;
             }
             let job = &state.jobs[id];
@@ -82,6 +87,10 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                         attempt_id: new_attempt_id(),
                     });
                 }
+                // A job that can never fit here waits with a MISCONFIGURATION reason; it must
+                // not use up the queue's misses, or enough of them would starve the jobs
+                // behind them.
+                None if !could_ever_fit(state, queue, job.resources) => {}
                 None => {
                     misses += 1;
                     if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
@@ -92,6 +101,23 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
         }
     }
     plan
+}
+
+/// Whether some environment of the queue, ENABLED or not, could take `res` were it idle: its
+/// maxvCpus bound allows it and one of its agents is big enough.
+pub fn could_ever_fit(state: &State, queue: &JobQueue, res: Resources) -> bool {
+    queue.compute_environment_order.iter().any(|entry| {
+        state
+            .compute_environments
+            .get(&entry.compute_environment)
+            .is_some_and(|ce| {
+                ce_has_room(ce, 0, res)
+                    && state
+                        .agents
+                        .values()
+                        .any(|a| a.serves(ce) && agent_could_fit(a, res))
+            })
+    })
 }
 
 /// The first compute environment of the queue, in order, with room for `res`, and the agent

@@ -1,1 +1,20 @@
-//! stub
+//! Barge's deterministic simulator (dev only). It owns seeded schedules driven through the real
+//! core: API commands (valid and not), scheduler passes (fresh and stale plans), agent work and
+//! reports (late, duplicated, for stale attempts), lost agents, and restarts that rebuild the
+//! state from a simulated store exactly as barge-store does, with or without a batch that never
+//! committed. After every command and every step it checks the invariants in `check`: only
+//! legal job transitions, capacity never over-committed, at most one live attempt per job, no
+//! acknowledged job lost, attempts accounted, derived indexes equal to a rebuild, every change
+//! named for the store; and at the end, that every job that can run finishes. A failure names
+//! its seed, step, invariant and the last steps, and replays exactly from the seed.
+//!
+//! It must never know IO, clocks, threads or tokio: time, ids and randomness (one seeded
+//! SplitMix64) are its own, so a seed is the whole story of a run.
+
+pub mod check;
+pub mod rng;
+mod sim;
+pub mod store;
+
+pub use check::Violation;
+pub use sim::{run_seed, run_seed_sabotaged, Failure, Sabotage, Sim, Summary};

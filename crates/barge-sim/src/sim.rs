@@ -1,0 +1,745 @@
+//! The simulation driver: a seeded schedule of API commands, scheduler passes, agent work and
+//! reports (late, duplicated, stale), lost agents and restarts, all applied through the real
+//! `barge_core::apply` and `barge_core::scheduler::plan`, with every invariant checked after
+//! every command and every step.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use barge_core::agent::{AgentInstruction, AgentReport};
+use barge_core::arn::Identity;
+use barge_core::command::{CoreError, Key, Plan, Reply};
+use barge_core::model::*;
+use barge_core::{apply, Changes, Command, Effect, State};
+
+use crate::check::*;
+use crate::rng::Rng;
+use crate::store::SimStore;
+
+mod generate;
+mod steps;
+
+/// Small name pools, so that commands collide (names taken, references to what was deleted).
+const CE_NAMES: [&str; 4] = ["ce-a", "ce-b", "ce-c", "ce-d"];
+const QUEUE_NAMES: [&str; 3] = ["q-a", "q-b", "q-c"];
+const DEF_NAMES: [&str; 3] = ["def-a", "def-b", "def-c"];
+
+/// How many history lines a failure prints.
+const HISTORY_LINES: usize = 24;
+/// Reports kept for late delivery.
+const LATE_REPORTS_MAX: usize = 32;
+/// Simulated time between steps, in ms.
+const STEP_MS_MAX: i64 = 2_000;
+
+/// What a run did, for coverage reports and to show that two runs of a seed agree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub seeds: u64,
+    pub steps: u64,
+    pub commands_ok: u64,
+    pub commands_refused: u64,
+    pub jobs_acknowledged: u64,
+    pub jobs_succeeded: u64,
+    pub jobs_failed: u64,
+    /// Jobs that could never run where they were (no environment or agent large enough).
+    pub jobs_never_runnable: u64,
+    /// Jobs that could run but starved behind never-fitting ones (a known scheduler bug).
+    pub placements: u64,
+    /// Attempts that ended with the job going back to RUNNABLE.
+    pub retries: u64,
+    pub reports_refused: u64,
+    pub agents_lost: u64,
+    pub restarts: u64,
+    /// Restarts that dropped an applied but uncommitted batch.
+    pub lost_batches: u64,
+    pub drain_rounds: u64,
+    /// A digest of the final store (not summed by `add`).
+    pub fingerprint: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, o: &Summary) {
+        self.seeds += o.seeds;
+        self.steps += o.steps;
+        self.commands_ok += o.commands_ok;
+        self.commands_refused += o.commands_refused;
+        self.jobs_acknowledged += o.jobs_acknowledged;
+        self.jobs_succeeded += o.jobs_succeeded;
+        self.jobs_failed += o.jobs_failed;
+        self.jobs_never_runnable += o.jobs_never_runnable;
+        self.placements += o.placements;
+        self.retries += o.retries;
+        self.reports_refused += o.reports_refused;
+        self.agents_lost += o.agents_lost;
+        self.restarts += o.restarts;
+        self.lost_batches += o.lost_batches;
+        self.drain_rounds += o.drain_rounds;
+    }
+}
+
+/// A broken invariant, with what is needed to replay it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    /// The step it broke at: 0 is the setup, `steps + 1` the final drain.
+    pub step: usize,
+    pub violation: Violation,
+    /// The last commands and events, oldest first.
+    pub recent: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} step {}: {}",
+            self.seed, self.step, self.violation
+        )?;
+        writeln!(f, "last steps (oldest first):")?;
+        for line in &self.recent {
+            writeln!(f, "  {line}")?;
+        }
+        write!(
+            f,
+            "replay: SIM_SEED={} cargo test -p barge-sim --release -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Deliberate faults, so tests can show that the checks catch what they claim to catch. The
+/// seeded runs never use them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sabotage {
+    #[default]
+    None,
+    /// The store drops every update of an existing job, as if `Changes.dirty` missed it.
+    StoreDropsJobUpdates,
+    /// After each step a finished job is put back to RUNNABLE behind the core's back.
+    ReviveFinishedJobs,
+    /// A lost agent does not stop its work (no fencing), so its attempts run on while the core
+    /// retries them elsewhere.
+    LostAgentsKeepRunning,
+}
+
+/// Runs one seeded schedule of `steps` random steps, then the drain phase. Any panic inside
+/// the core is turned into a Failure too.
+pub fn run_seed(seed: u64, steps: usize) -> Result<Summary, Failure> {
+    run_seed_sabotaged(seed, steps, Sabotage::None)
+}
+
+/// `run_seed` with a deliberate fault (see `Sabotage`).
+pub fn run_seed_sabotaged(seed: u64, steps: usize, sabotage: Sabotage) -> Result<Summary, Failure> {
+    let mut sim = Sim::new(seed);
+    sim.sabotage = sabotage;
+    match catch_unwind(AssertUnwindSafe(|| sim.run(steps))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a non-string panic".into());
+            Err(sim.failure(Violation::new(NO_PANIC, message)))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepKind {
+    CreateCe,
+    UpdateCe,
+    DeleteCe,
+    CreateQueue,
+    UpdateQueue,
+    DeleteQueue,
+    RegisterDef,
+    DeregisterDef,
+    Submit,
+    SubmitBurst,
+    Cancel,
+    Terminate,
+    Tag,
+    Untag,
+    Schedule,
+    AgentWork,
+    AgentSend,
+    LateReport,
+    Deliver,
+    AgentLost,
+    AgentRejoin,
+    AgentReregister,
+    Restart,
+    Batch,
+}
+
+const STEP_WEIGHTS: [(StepKind, u64); 24] = [
+    (StepKind::CreateCe, 3),
+    (StepKind::UpdateCe, 4),
+    (StepKind::DeleteCe, 1),
+    (StepKind::CreateQueue, 3),
+    (StepKind::UpdateQueue, 3),
+    (StepKind::DeleteQueue, 1),
+    (StepKind::RegisterDef, 3),
+    (StepKind::DeregisterDef, 1),
+    (StepKind::Submit, 16),
+    (StepKind::SubmitBurst, 1),
+    (StepKind::Cancel, 1),
+    (StepKind::Terminate, 1),
+    (StepKind::Tag, 1),
+    (StepKind::Untag, 1),
+    (StepKind::Schedule, 12),
+    (StepKind::AgentWork, 16),
+    (StepKind::AgentSend, 10),
+    (StepKind::LateReport, 2),
+    (StepKind::Deliver, 5),
+    (StepKind::AgentLost, 1),
+    (StepKind::AgentRejoin, 2),
+    (StepKind::AgentReregister, 1),
+    (StepKind::Restart, 1),
+    (StepKind::Batch, 4),
+];
+
+/// One simulated host. Its agent id changes when it joins again under a new identity.
+#[derive(Clone, Debug)]
+struct Host {
+    id: String,
+    vcpus_milli: u64,
+    memory_mib: u64,
+    scope: AgentScope,
+    /// False once declared lost, until it joins again.
+    alive: bool,
+    /// Attempts whose process exists, by attempt id.
+    running: BTreeMap<String, Running>,
+    /// Reports produced and not yet sent, in order.
+    pending: Vec<AgentReport>,
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    job_id: String,
+    started: bool,
+}
+
+/// How many status transitions a command may move each job (by id).
+type Hops<'a> = Box<dyn Fn(&str) -> usize + 'a>;
+
+/// A command and what the checks need to know about it.
+struct Planned {
+    command: Command,
+    what: String,
+    note: Note,
+}
+
+impl Planned {
+    /// A plan applied after other commands of its batch no longer meets the state it was made
+    /// from, so it may legitimately place fewer jobs than it proposed.
+    fn not_first_in_batch(&mut self) {
+        if let Note::Pass { fresh, .. } = &mut self.note {
+            *fresh = false;
+        }
+    }
+}
+
+enum Note {
+    /// May be refused.
+    Plain,
+    /// Must never be refused (agent registration, lost agents, orphans).
+    MustSucceed,
+    Submit(String),
+    Reports {
+        agent_id: String,
+        reports: Vec<AgentReport>,
+    },
+    Pass {
+        admit: HashSet<String>,
+        /// Planned on exactly the state it is applied to: every placement must commit.
+        fresh: bool,
+        proposed: usize,
+    },
+}
+
+/// One seeded run: the core's committed state, the simulated store, clock, ids and hosts, and
+/// what the invariants need to remember between steps.
+pub struct Sim {
+    seed: u64,
+    rng: Rng,
+    identity: Identity,
+    /// The committed state: what has been acknowledged and is in `store`.
+    state: State,
+    store: SimStore,
+    now_ms: i64,
+    next_id: u64,
+    hosts: Vec<Host>,
+    /// Instructions committed but not yet delivered to their agents.
+    outbox: Vec<Effect>,
+    /// Copies of sent reports, for late (stale or duplicate) delivery: (agent id, report).
+    late: Vec<(String, AgentReport)>,
+    /// A plan kept to be applied later, on a state it was not made from.
+    stale_plan: Option<Plan>,
+    /// Every acknowledged job and the status last seen.
+    acked: BTreeMap<String, JobStatus>,
+    /// Every attempt id ever launched.
+    launched: HashSet<String>,
+    recent: VecDeque<String>,
+    step: usize,
+    summary: Summary,
+    sabotage: Sabotage,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Sim {
+        let identity = Identity::default();
+        Sim {
+            seed,
+            rng: Rng::new(seed),
+            state: State::new(identity.clone()),
+            identity,
+            store: SimStore::default(),
+            now_ms: 1_700_000_000_000,
+            next_id: 0,
+            hosts: Vec::new(),
+            outbox: Vec::new(),
+            late: Vec::new(),
+            stale_plan: None,
+            acked: BTreeMap::new(),
+            launched: HashSet::new(),
+            recent: VecDeque::with_capacity(HISTORY_LINES),
+            step: 0,
+            summary: Summary {
+                seeds: 1,
+                ..Summary::default()
+            },
+            sabotage: Sabotage::None,
+        }
+    }
+
+    /// The committed state (for tests that inspect a run).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn run(&mut self, steps: usize) -> Result<Summary, Failure> {
+        self.setup()?;
+        self.check_model()?;
+        for i in 1..=steps {
+            self.step = i;
+            self.now_ms += self.rng.range(1, STEP_MS_MAX);
+            self.random_step()?;
+            if self.sabotage == Sabotage::ReviveFinishedJobs {
+                self.revive_a_finished_job();
+            }
+            self.check_model()?;
+            self.summary.steps += 1;
+        }
+        self.step = steps + 1;
+        self.drain()?;
+        self.finish()
+    }
+
+    fn revive_a_finished_job(&mut self) {
+        let Some(job) = self
+            .acked
+            .iter()
+            .find(|(_, s)| s.is_terminal())
+            .and_then(|(id, _)| self.state.job(id))
+        else {
+            return;
+        };
+        let mut job = (**job).clone();
+        job.status = JobStatus::Runnable;
+        self.record(format!("SABOTAGE: {} put back to RUNNABLE", job.id));
+        self.state.put_job(job);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plumbing
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{}", self.next_id)
+    }
+
+    fn record(&mut self, line: String) {
+        if self.recent.len() == HISTORY_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(format!("#{} {line}", self.step));
+    }
+
+    fn failure(&self, violation: Violation) -> Failure {
+        Failure {
+            seed: self.seed,
+            step: self.step,
+            violation,
+            recent: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    fn check<T>(&self, r: Result<T, Violation>) -> Result<T, Failure> {
+        r.map_err(|v| self.failure(v))
+    }
+
+    fn violation<T>(&self, invariant: &'static str, detail: String) -> Result<T, Failure> {
+        Err(self.failure(Violation::new(invariant, detail)))
+    }
+
+    /// Applies one command to `work` and checks everything that must hold after it.
+    fn apply_checked(
+        &mut self,
+        work: &mut State,
+        changes: &mut Changes,
+        p: Planned,
+    ) -> Result<Result<Reply, CoreError>, Failure> {
+        let prev = work.clone();
+        let mark = changes.mark();
+        let result = apply(work, p.command, self.now_ms, changes);
+        if !p.what.is_empty() {
+            let outcome = match &result {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => format!("refused: {e}"),
+            };
+            self.record(format!("{} -> {outcome}", p.what));
+        }
+        let reply = match &result {
+            Err(e) => {
+                self.summary.commands_refused += 1;
+                if !matches!(p.note, Note::Plain | Note::Submit(_)) {
+                    return self.violation(ALWAYS_OK, format!("{} was refused: {e}", p.what));
+                }
+                self.check(check_unchanged(&prev, work))?;
+                if changes.mark() != mark {
+                    return self.violation(
+                        ATOMIC,
+                        format!("{} was refused but left changes behind", p.what),
+                    );
+                }
+                return Ok(result);
+            }
+            Ok(reply) => reply.clone(),
+        };
+        self.summary.commands_ok += 1;
+        let effects = &changes.effects[mark.2..];
+        let (hops, created): (Hops, Option<&str>) = match &p.note {
+            Note::Pass { admit, .. } => (
+                Box::new(move |id: &str| if admit.contains(id) { 2 } else { 1 }),
+                None,
+            ),
+            Note::Reports { reports, .. } => {
+                let mut per_job: BTreeMap<&str, usize> = BTreeMap::new();
+                for r in reports {
+                    *per_job.entry(report_job(r)).or_insert(0) += 1;
+                }
+                (
+                    Box::new(move |id: &str| per_job.get(id).copied().unwrap_or(0)),
+                    None,
+                )
+            }
+            Note::Submit(id) => (Box::new(|_: &str| 1), Some(id.as_str())),
+            _ => (Box::new(|_: &str| 1), None),
+        };
+        let r = check_transitions(&prev, work, &*hops, created);
+        drop(hops);
+        self.check(r)?;
+        self.check(check_state(work))?;
+        let launched = self.check(check_placements(&prev, work, effects))?;
+        match &p.note {
+            Note::Pass {
+                fresh, proposed, ..
+            } => {
+                let Reply::Placed { placed } = reply else {
+                    return self.violation(PLACEMENT, format!("a pass answered {reply:?}"));
+                };
+                if placed != launched {
+                    return self.violation(
+                        PLACEMENT,
+                        format!("a pass reports {placed} placements but launched {launched}"),
+                    );
+                }
+                if *fresh && placed != *proposed {
+                    return self.violation(
+                        PLACEMENT,
+                        format!(
+                            "a plan made from this very state proposed {proposed} placements but only {placed} committed (the scheduler and the applier disagree on fit)"
+                        ),
+                    );
+                }
+                self.summary.placements += launched as u64;
+            }
+            Note::Reports { agent_id, reports } => {
+                let Reply::Reports { refused } = reply else {
+                    return self.violation(STALE_REPORTS, format!("reports answered {reply:?}"));
+                };
+                let r = check_reports(&prev, work, agent_id, reports, refused, effects);
+                self.check(r)?;
+                self.summary.reports_refused += refused as u64;
+            }
+            Note::Submit(id) => self.check(check_submit(&prev, work, id))?,
+            _ => {}
+        }
+        if launched > 0 && !matches!(p.note, Note::Pass { .. }) {
+            return self.violation(PLACEMENT, format!("{} launched attempts", p.what));
+        }
+        if !prev.jobs.ptr_eq(&work.jobs) {
+            for job in work.jobs.values() {
+                if job.status == JobStatus::Runnable
+                    && prev.job(&job.id).is_some_and(|o| {
+                        matches!(o.status, JobStatus::Starting | JobStatus::Running)
+                    })
+                {
+                    self.summary.retries += 1;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Applies a batch of commands as the writer does (one `Changes`, one commit) and, with
+    /// `commit`, makes it durable, acknowledges it and queues its effects. Without `commit` the
+    /// batch is applied and checked, then thrown away, as when the process dies before the
+    /// commit: none of its callers was answered.
+    fn run_batch(
+        &mut self,
+        planned: Vec<Planned>,
+        commit: bool,
+    ) -> Result<Vec<Result<Reply, CoreError>>, Failure> {
+        let mut work = self.state.clone();
+        let mut changes = Changes::default();
+        let mut results = Vec::with_capacity(planned.len());
+        let mut submitted = Vec::new();
+        for p in planned {
+            let job_id = match &p.note {
+                Note::Submit(id) => Some(id.clone()),
+                _ => None,
+            };
+            let r = self.apply_checked(&mut work, &mut changes, p)?;
+            if let (Ok(_), Some(id)) = (&r, job_id) {
+                submitted.push(id);
+            }
+            results.push(r);
+        }
+        if !commit {
+            return Ok(results);
+        }
+        self.check(check_dirty(&self.state, &work, &changes.dirty))?;
+        let stored = if self.sabotage == Sabotage::StoreDropsJobUpdates {
+            let mut c = changes.clone();
+            c.dirty
+                .retain(|k| !matches!(k, Key::Job(id) if self.state.jobs.contains_key(id)));
+            self.store.commit(&work, &c)
+        } else {
+            self.store.commit(&work, &changes)
+        };
+        if let Err(e) = stored {
+            return self.violation(DURABLE, e);
+        }
+        self.state = work;
+        for id in submitted {
+            self.acked.insert(id, JobStatus::Submitted);
+            self.summary.jobs_acknowledged += 1;
+        }
+        for e in &changes.effects {
+            if let Effect::Agent {
+                instruction: AgentInstruction::Launch(spec),
+                ..
+            } = e
+            {
+                if !self.launched.insert(spec.attempt_id.clone()) {
+                    return self.violation(
+                        ONE_LIVE_ATTEMPT,
+                        format!("attempt id {} launched twice", spec.attempt_id),
+                    );
+                }
+            }
+        }
+        self.outbox.extend(changes.effects);
+        if self.rng.chance(75) {
+            self.deliver(self.outbox.len())?;
+        }
+        Ok(results)
+    }
+
+    fn run_one(&mut self, p: Planned) -> Result<Result<Reply, CoreError>, Failure> {
+        Ok(self
+            .run_batch(vec![p], true)?
+            .pop()
+            .expect("one result per command"))
+    }
+
+    /// Delivers the first `n` queued instructions. An instruction for an agent that is not
+    /// alive under that id is dropped, as the server's router drops it.
+    fn deliver(&mut self, n: usize) -> Result<(), Failure> {
+        let batch: Vec<Effect> = self.outbox.drain(..n).collect();
+        for effect in batch {
+            let Effect::Agent {
+                agent_id,
+                instruction,
+            } = effect;
+            let now = self.now_ms;
+            let sigkill = self.rng.chance(50);
+            let Some(host) = self.hosts.iter_mut().find(|h| h.alive && h.id == agent_id) else {
+                continue;
+            };
+            match instruction {
+                AgentInstruction::Launch(spec) => {
+                    let prior = host.running.insert(
+                        spec.attempt_id.clone(),
+                        Running {
+                            job_id: spec.job_id.clone(),
+                            started: false,
+                        },
+                    );
+                    if prior.is_some() {
+                        return self.violation(
+                            AGENT_MODEL,
+                            format!(
+                                "agent {agent_id} was told to launch {} twice",
+                                spec.attempt_id
+                            ),
+                        );
+                    }
+                }
+                AgentInstruction::Stop {
+                    job_id, attempt_id, ..
+                } => {
+                    // Only an attempt the agent runs can be stopped; a Stop for anything else
+                    // (a stale attempt) is a no-op on the agent.
+                    if host.running.remove(&attempt_id).is_some() {
+                        host.pending.push(AgentReport::Exited {
+                            job_id,
+                            attempt_id,
+                            at_ms: now,
+                            exit_code: Some(if sigkill { 137 } else { 143 }),
+                            reason: None,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Model invariants (after every step)
+
+    /// Invariants that need the simulator's own knowledge: every acknowledged job is still there
+    /// and no terminal one changed status; nothing else is there; each agent runs exactly the
+    /// live attempts placed on it (no attempt runs twice, none is live that nobody runs).
+    fn check_model(&mut self) -> Result<(), Failure> {
+        for (id, last) in self.acked.iter_mut() {
+            let Some(job) = self.state.job(id) else {
+                let detail = format!("acknowledged job {id} (last {}) is gone", last.as_str());
+                return Err(self.failure(Violation::new(NO_JOB_LOST, detail)));
+            };
+            if last.is_terminal() && job.status != *last {
+                let detail = format!(
+                    "acknowledged job {id} was {} and is now {}",
+                    last.as_str(),
+                    job.status.as_str()
+                );
+                return Err(self.failure(Violation::new(NO_JOB_LOST, detail)));
+            }
+            *last = job.status;
+        }
+        if self.state.jobs.len() != self.acked.len() {
+            return self.violation(
+                NO_JOB_LOST,
+                format!(
+                    "the state holds {} jobs but {} were acknowledged",
+                    self.state.jobs.len(),
+                    self.acked.len()
+                ),
+            );
+        }
+        // Every process that exists, on any host, alive or cut off, is its job's live attempt
+        // there: otherwise one job runs twice, or runs with nobody accounting for it.
+        for host in &self.hosts {
+            for (attempt_id, r) in &host.running {
+                let live = self
+                    .state
+                    .job(&r.job_id)
+                    .and_then(|j| j.current.as_ref())
+                    .is_some_and(|a| a.id == *attempt_id && a.agent_id == host.id);
+                if !live {
+                    return self.violation(
+                        ONE_LIVE_ATTEMPT,
+                        format!(
+                            "agent {} runs attempt {attempt_id} of job {}, which is not the job's live attempt there",
+                            host.id, r.job_id
+                        ),
+                    );
+                }
+            }
+        }
+        self.check(check_waiting_reasons(&self.state))?;
+        for job in jobs_sorted(&self.state) {
+            let Some(a) = &job.current else { continue };
+            let Some(host) = self.hosts.iter().find(|h| h.alive && h.id == a.agent_id) else {
+                return self.violation(
+                    AGENT_MODEL,
+                    format!(
+                        "job {} is live on agent {}, which is not alive",
+                        job.id, a.agent_id
+                    ),
+                );
+            };
+            let accounted = host.running.contains_key(&a.id)
+                || host.pending.iter().any(
+                    |r| matches!(r, AgentReport::Exited { attempt_id, .. } if *attempt_id == a.id),
+                )
+                || self.outbox.iter().any(|e| {
+                    matches!(e, Effect::Agent { agent_id, instruction: AgentInstruction::Launch(s) }
+                        if *agent_id == host.id && s.attempt_id == a.id)
+                });
+            if !accounted {
+                return self.violation(
+                    AGENT_MODEL,
+                    format!(
+                        "job {} is live as attempt {} on agent {}, which neither runs it nor has been told to",
+                        job.id, a.id, a.agent_id
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn report_ids(r: &AgentReport) -> (&str, &str) {
+    match r {
+        AgentReport::Running {
+            job_id, attempt_id, ..
+        }
+        | AgentReport::Logs {
+            job_id, attempt_id, ..
+        }
+        | AgentReport::Exited {
+            job_id, attempt_id, ..
+        } => (job_id, attempt_id),
+    }
+}
+
+fn report_job(r: &AgentReport) -> &str {
+    report_ids(r).0
+}
+
+fn report_attempt(r: &AgentReport) -> &str {
+    report_ids(r).1
+}
+
+fn report_word(r: &AgentReport) -> String {
+    match r {
+        AgentReport::Running { .. } => "running".into(),
+        AgentReport::Logs { lines, .. } => format!("{} lines", lines.len()),
+        AgentReport::Exited {
+            exit_code, reason, ..
+        } => format!(
+            "exit {}{}",
+            exit_code.map_or("none".to_string(), |c| c.to_string()),
+            if reason.is_some() { " +reason" } else { "" }
+        ),
+    }
+}

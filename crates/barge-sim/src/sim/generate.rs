@@ -1,0 +1,603 @@
+//! Random commands: each generator draws one API command (valid or not) from the committed
+//! state and the small name pools, so that names collide and references go stale.
+
+use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate, SubmitJob};
+use barge_core::model::*;
+use barge_core::Command;
+use serde_json::Map;
+
+use super::*;
+
+impl Sim {
+    pub(super) fn ce_ref(&mut self) -> String {
+        let name = *self.rng.pick(&CE_NAMES);
+        match self.rng.below(20) {
+            0 => "ce-missing".into(),
+            1 => self.identity.job_queue_arn(name),
+            2..=4 => self.identity.compute_environment_arn(name),
+            _ => name.into(),
+        }
+    }
+
+    pub(super) fn queue_ref(&mut self) -> String {
+        if !self.state.job_queues.is_empty() && self.rng.chance(70) {
+            let i = self.rng.index(self.state.job_queues.len());
+            return self
+                .state
+                .job_queues
+                .keys()
+                .nth(i)
+                .expect("in range")
+                .clone();
+        }
+        let name = *self.rng.pick(&QUEUE_NAMES);
+        match self.rng.below(20) {
+            0 => "q-missing".into(),
+            1 => self.identity.compute_environment_arn(name),
+            2..=4 => self.identity.job_queue_arn(name),
+            _ => name.into(),
+        }
+    }
+
+    pub(super) fn def_ref(&mut self) -> String {
+        let active: Vec<String> = self
+            .state
+            .job_definitions
+            .values()
+            .filter(|d| d.status == DefinitionStatus::Active)
+            .map(|d| d.name.clone())
+            .collect();
+        if !active.is_empty() && self.rng.chance(60) {
+            return self.rng.pick(&active).clone();
+        }
+        let name = *self.rng.pick(&DEF_NAMES);
+        let latest = i64::from(self.state.latest_revision(name));
+        match self.rng.below(20) {
+            0 => "def-missing".into(),
+            1 => format!("{name}:x"),
+            2..=6 => format!("{name}:{}", self.rng.range(1, latest + 1)),
+            7..=8 => self
+                .identity
+                .job_definition_arn(name, self.rng.range(1, latest + 1) as u32),
+            // An ARN without a revision: the latest ACTIVE one.
+            9 => self
+                .identity
+                .job_definition_arn(name, 0)
+                .trim_end_matches(":0")
+                .to_string(),
+            _ => name.into(),
+        }
+    }
+
+    /// A known job, mostly one that has not finished, or now and then an unknown id.
+    pub(super) fn job_ref(&mut self) -> String {
+        if self.acked.is_empty() || self.rng.chance(5) {
+            return "job-missing".into();
+        }
+        let open: Vec<&String> = self
+            .acked
+            .iter()
+            .filter(|(_, s)| !s.is_terminal())
+            .map(|(id, _)| id)
+            .collect();
+        if !open.is_empty() && self.rng.chance(80) {
+            let i = self.rng.index(open.len());
+            return open[i].clone();
+        }
+        let i = self.rng.index(self.acked.len());
+        self.acked.keys().nth(i).expect("in range").clone()
+    }
+
+    pub(super) fn arn_ref(&mut self) -> String {
+        match self.rng.below(10) {
+            0 => {
+                let name = *self.rng.pick(&CE_NAMES);
+                self.identity.compute_environment_arn(name)
+            }
+            1 => {
+                let name = *self.rng.pick(&QUEUE_NAMES);
+                self.identity.job_queue_arn(name)
+            }
+            2 => {
+                let name = *self.rng.pick(&DEF_NAMES);
+                let rev = self.rng.range(1, 3) as u32;
+                self.identity.job_definition_arn(name, rev)
+            }
+            3 => "arn:aws:batch:us-east-1:000000000000:job-definition/def-a".into(),
+            4 => "arn:aws:s3:::a-bucket".into(),
+            5 => "arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into(),
+            _ => {
+                let id = self.job_ref();
+                self.identity.job_arn(&id)
+            }
+        }
+    }
+
+    pub(super) fn tags(&mut self) -> Tags {
+        let n = if self.rng.chance(3) {
+            60
+        } else {
+            self.rng.range(1, 3)
+        };
+        (0..n)
+            .map(|i| {
+                let k = if n > 3 { i as u64 } else { self.rng.below(6) };
+                (format!("k{k}"), format!("v{}", self.rng.below(100)))
+            })
+            .collect()
+    }
+
+    pub(super) fn gen_tag(&mut self) -> Planned {
+        let arn = self.arn_ref();
+        let tags = self.tags();
+        Planned {
+            what: format!("tag {arn} with {} tags", tags.len()),
+            command: Command::TagResource { arn, tags },
+            note: Note::Plain,
+        }
+    }
+
+    /// A CreateComputeEnvironment; `valid` (setup) names a free name and builds a valid one.
+    pub(super) fn gen_create_ce(&mut self, valid: Option<&str>) -> Planned {
+        let name = valid.map_or_else(|| self.rng.pick(&CE_NAMES).to_string(), str::to_string);
+        let managed = self.rng.chance(70);
+        let uuid = self.new_id("uuid");
+        let mut ce = ComputeEnvironment {
+            name: name.clone(),
+            uuid,
+            kind: if managed {
+                ComputeEnvironmentType::Managed
+            } else {
+                ComputeEnvironmentType::Unmanaged
+            },
+            state: if valid.is_some() || self.rng.chance(85) {
+                ResourceState::Enabled
+            } else {
+                ResourceState::Disabled
+            },
+            compute_resources: None,
+            unmanaged_vcpus: None,
+            service_role: None,
+            update_policy: None,
+            tags: Tags::new(),
+            other: Map::new(),
+        };
+        let mut shape = String::new();
+        if managed {
+            let max = if valid.is_some() {
+                self.rng.range(1, 8)
+            } else {
+                self.rng.range(0, 8)
+            };
+            let mut res = ComputeResources {
+                kind: Some("EC2".into()),
+                min_vcpus: None,
+                max_vcpus: Some(max),
+                desired_vcpus: None,
+                other: Map::new(),
+            };
+            if valid.is_none() {
+                match self.rng.below(12) {
+                    0 => res.max_vcpus = None,
+                    1 => res.min_vcpus = Some(max + 1),
+                    2 => res.desired_vcpus = Some(max + 2),
+                    3 => res.kind = Some("FARGATE".into()),
+                    4 => ce.unmanaged_vcpus = Some(2),
+                    5 => res.min_vcpus = Some(0),
+                    _ => {}
+                }
+            }
+            shape = format!("MANAGED {:?} max {:?}", res.kind, res.max_vcpus);
+            ce.compute_resources = Some(res);
+        } else {
+            if valid.is_none() && self.rng.chance(8) {
+                ce.compute_resources = Some(ComputeResources::default());
+            }
+            if self.rng.chance(30) {
+                let low = if valid.is_some() { 0 } else { -1 };
+                ce.unmanaged_vcpus = Some(self.rng.range(low, 4));
+            }
+            shape.push_str("UNMANAGED");
+        }
+        if self.rng.chance(20) {
+            ce.tags = self.tags();
+        }
+        Planned {
+            what: format!(
+                "create compute environment {name} {shape} {}",
+                ce.state.as_str()
+            ),
+            command: Command::CreateComputeEnvironment(ce),
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn gen_update_ce(&mut self) -> Planned {
+        let mut u = ComputeEnvironmentUpdate {
+            reference: self.ce_ref(),
+            ..Default::default()
+        };
+        if self.rng.chance(50) {
+            u.state = Some(if self.rng.chance(60) {
+                ResourceState::Enabled
+            } else {
+                ResourceState::Disabled
+            });
+        }
+        if self.rng.chance(40) {
+            u.max_vcpus = Some(self.rng.range(-1, 8));
+        }
+        if self.rng.chance(10) {
+            u.min_vcpus = Some(self.rng.range(0, 3));
+        }
+        if self.rng.chance(8) {
+            u.desired_vcpus = Some(self.rng.range(0, 8));
+        }
+        if self.rng.chance(5) {
+            u.unmanaged_vcpus = Some(self.rng.range(-1, 4));
+        }
+        if self.rng.chance(5) {
+            u.service_role = Some("arn:aws:iam::000000000000:role/sim".into());
+        }
+        Planned {
+            what: format!(
+                "update compute environment {} state {:?} max {:?} min {:?} desired {:?}",
+                u.reference, u.state, u.max_vcpus, u.min_vcpus, u.desired_vcpus
+            ),
+            command: Command::UpdateComputeEnvironment(u),
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn gen_order(&mut self) -> Vec<ComputeEnvironmentOrder> {
+        let n = match self.rng.below(20) {
+            0 => 0,
+            1 => 4,
+            _ => self.rng.range(1, 3),
+        };
+        (0..n)
+            .map(|i| ComputeEnvironmentOrder {
+                order: if self.rng.chance(90) {
+                    i + 1
+                } else {
+                    self.rng.range(1, 3)
+                },
+                compute_environment: self.ce_ref(),
+            })
+            .collect()
+    }
+
+    /// A CreateJobQueue; `valid` (setup) gives a free name and existing environments.
+    pub(super) fn gen_create_queue(&mut self, setup: Option<(&str, Vec<String>)>) -> Planned {
+        let valid = setup.is_some();
+        let (name, order) = match setup {
+            Some((name, ces)) => (
+                name.to_string(),
+                ces.into_iter()
+                    .enumerate()
+                    .map(|(i, c)| ComputeEnvironmentOrder {
+                        order: i as i64 + 1,
+                        compute_environment: c,
+                    })
+                    .collect(),
+            ),
+            None => (self.rng.pick(&QUEUE_NAMES).to_string(), self.gen_order()),
+        };
+        let q = JobQueue {
+            name: name.clone(),
+            state: if valid || self.rng.chance(85) {
+                ResourceState::Enabled
+            } else {
+                ResourceState::Disabled
+            },
+            priority: self.rng.range(0, 10),
+            compute_environment_order: order,
+            scheduling_policy_arn: if !valid && self.rng.chance(3) {
+                Some("arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into())
+            } else {
+                None
+            },
+            tags: Tags::new(),
+            other: Map::new(),
+        };
+        Planned {
+            what: format!(
+                "create job queue {name} {} priority {} over [{}]",
+                q.state.as_str(),
+                q.priority,
+                q.compute_environment_order
+                    .iter()
+                    .map(|o| format!("{}:{}", o.order, o.compute_environment))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            command: Command::CreateJobQueue(q),
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn gen_update_queue(&mut self) -> Planned {
+        let mut u = JobQueueUpdate {
+            reference: self.queue_ref(),
+            ..Default::default()
+        };
+        if self.rng.chance(45) {
+            u.state = Some(if self.rng.chance(60) {
+                ResourceState::Enabled
+            } else {
+                ResourceState::Disabled
+            });
+        }
+        if self.rng.chance(30) {
+            u.priority = Some(self.rng.range(0, 10));
+        }
+        if self.rng.chance(30) {
+            u.compute_environment_order = Some(self.gen_order());
+        }
+        if self.rng.chance(2) {
+            u.scheduling_policy_arn =
+                Some("arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into());
+        }
+        Planned {
+            what: format!(
+                "update job queue {} state {:?} priority {:?} order {:?}",
+                u.reference,
+                u.state,
+                u.priority,
+                u.compute_environment_order.as_ref().map(|o| o
+                    .iter()
+                    .map(|e| format!("{}:{}", e.order, e.compute_environment))
+                    .collect::<Vec<_>>())
+            ),
+            command: Command::UpdateJobQueue(u),
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn requirements(&mut self) -> Option<Vec<ResourceRequirement>> {
+        let mut reqs = vec![ResourceRequirement {
+            kind: "VCPU".into(),
+            value: self.rng.pick(&["0.25", "0.5", "1", "1", "2"]).to_string(),
+        }];
+        if self.rng.chance(80) {
+            reqs.push(ResourceRequirement {
+                kind: "MEMORY".into(),
+                value: self.rng.pick(&["256", "512", "1024", "3072"]).to_string(),
+            });
+        }
+        Some(reqs)
+    }
+
+    /// A RegisterJobDefinition; `valid` (setup) builds a valid container definition.
+    pub(super) fn gen_register_def(&mut self, valid: Option<&str>) -> Planned {
+        let name = valid.map_or_else(|| self.rng.pick(&DEF_NAMES).to_string(), str::to_string);
+        let mut container = ContainerProperties {
+            image: Some("busybox".into()),
+            command: Some(vec!["echo".into(), "Ref::word".into()]),
+            ..Default::default()
+        };
+        match self.rng.below(10) {
+            0 | 1 => {} // no resources: Barge's defaults
+            2 => {
+                container.vcpus = Some(self.rng.range(1, 2));
+                container.memory = Some(512);
+            }
+            _ => container.resource_requirements = self.requirements(),
+        }
+        if self.rng.chance(20) {
+            container.environment = Some(vec![KeyValuePair {
+                name: Some("GREETING".into()),
+                value: Some("hi".into()),
+            }]);
+        }
+        let mut kind = "container".to_string();
+        let mut container = Some(container);
+        if valid.is_none() && self.rng.chance(12) {
+            let c = container.as_mut().expect("set above");
+            match self.rng.below(6) {
+                0 => container = None,
+                1 => kind = "multinode".into(),
+                2 => {
+                    c.resource_requirements = Some(vec![ResourceRequirement {
+                        kind: "VCPU".into(),
+                        value: "0".into(),
+                    }])
+                }
+                3 => {
+                    c.resource_requirements = Some(vec![ResourceRequirement {
+                        kind: "FPGA".into(),
+                        value: "1".into(),
+                    }])
+                }
+                4 => {
+                    c.environment = Some(vec![KeyValuePair {
+                        name: Some("AWS_BATCH_JOB_ID".into()),
+                        value: Some("x".into()),
+                    }])
+                }
+                _ => c.memory = Some(-1),
+            }
+        }
+        let retry_strategy = self.rng.chance(60).then(|| self.retry_strategy());
+        let mut parameters = std::collections::BTreeMap::new();
+        if self.rng.chance(50) {
+            parameters.insert("word".to_string(), "hello".to_string());
+        }
+        let what = format!(
+            "register job definition {name} ({kind}, resources {:?}/{:?}/{:?}, attempts {:?})",
+            container
+                .as_ref()
+                .and_then(|c| c.resource_requirements.clone()),
+            container.as_ref().and_then(|c| c.vcpus),
+            container.as_ref().and_then(|c| c.memory),
+            retry_strategy.as_ref().and_then(|r| r.attempts)
+        );
+        Planned {
+            what,
+            command: Command::RegisterJobDefinition(JobDefinition {
+                name,
+                revision: 0,
+                status: DefinitionStatus::Active,
+                kind,
+                parameters,
+                scheduling_priority: None,
+                container_properties: container,
+                node_properties: None,
+                retry_strategy,
+                timeout: None,
+                propagate_tags: None,
+                platform_capabilities: None,
+                tags: Tags::new(),
+                other: Map::new(),
+            }),
+            note: Note::Plain,
+        }
+    }
+
+    /// 1–3 attempts, sometimes with evaluateOnExit rules over what the simulated agents report.
+    pub(super) fn retry_strategy(&mut self) -> RetryStrategy {
+        let attempts = Some(self.rng.range(1, 3) as u32);
+        if !self.rng.chance(35) {
+            return RetryStrategy {
+                attempts,
+                evaluate_on_exit: None,
+            };
+        }
+        let rules = (0..self.rng.range(1, 2))
+            .map(|_| {
+                let mut rule = EvaluateOnExit {
+                    on_status_reason: None,
+                    on_reason: None,
+                    on_exit_code: None,
+                    action: self.rng.pick(&["RETRY", "EXIT", "exit"]).to_string(),
+                };
+                let code = |rng: &mut Rng| Some(rng.pick(&["0", "1", "137", "1*"]).to_string());
+                let reason = |rng: &mut Rng| {
+                    Some(
+                        rng.pick(&["CannotStart*", "OutOfMemoryError: simulated", "*"])
+                            .to_string(),
+                    )
+                };
+                match self.rng.below(5) {
+                    0 => rule.on_exit_code = code(&mut self.rng),
+                    1 => rule.on_reason = reason(&mut self.rng),
+                    2 => {
+                        rule.on_status_reason = Some(
+                            self.rng
+                                .pick(&["Host EC2*", "Essential container in task exited"])
+                                .to_string(),
+                        )
+                    }
+                    3 => {
+                        rule.on_exit_code = code(&mut self.rng);
+                        rule.on_reason = reason(&mut self.rng);
+                    }
+                    _ => {} // no condition: matches every attempt
+                }
+                rule
+            })
+            .collect();
+        RetryStrategy {
+            attempts,
+            evaluate_on_exit: Some(rules),
+        }
+    }
+
+    pub(super) fn gen_deregister_def(&mut self) -> Planned {
+        let defs: Vec<(String, u32)> = self.state.job_definitions.keys().cloned().collect();
+        let reference = if defs.is_empty() || self.rng.chance(10) {
+            "def-a:99".to_string()
+        } else {
+            let (name, rev) = self.rng.pick(&defs).clone();
+            match self.rng.below(10) {
+                0 => name,
+                1 | 2 => self.identity.job_definition_arn(&name, rev),
+                _ => format!("{name}:{rev}"),
+            }
+        };
+        Planned {
+            what: format!("deregister job definition {reference}"),
+            command: Command::DeregisterJobDefinition { reference },
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn gen_submit(&mut self) -> Planned {
+        let job_id = if !self.acked.is_empty() && self.rng.chance(3) {
+            let i = self.rng.index(self.acked.len());
+            self.acked.keys().nth(i).expect("in range").clone()
+        } else {
+            self.new_id("job")
+        };
+        let mut s = SubmitJob {
+            job_id: job_id.clone(),
+            name: format!("name-{job_id}"),
+            queue: self.queue_ref(),
+            definition: self.def_ref(),
+            ..Default::default()
+        };
+        if self.rng.chance(30) {
+            let mut o = ContainerOverrides::default();
+            if self.rng.chance(10) {
+                o.vcpus = Some(self.rng.range(0, 2));
+            }
+            if self.rng.chance(10) {
+                o.memory = Some(self.rng.range(0, 2048));
+            }
+            if self.rng.chance(30) {
+                o.command = Some(vec!["echo".into(), "Ref::word".into(), "Ref::other".into()]);
+            }
+            if self.rng.chance(20) {
+                let name = if self.rng.chance(10) {
+                    "AWS_BATCH_JOB_ATTEMPT"
+                } else {
+                    "GREETING"
+                };
+                o.environment = Some(vec![KeyValuePair {
+                    name: Some(name.into()),
+                    value: Some("override".into()),
+                }]);
+            }
+            if self.rng.chance(40) {
+                o.resource_requirements = self.requirements();
+            }
+            if self.rng.chance(5) {
+                o.instance_type = Some("m5.large".into());
+            }
+            s.container_overrides = Some(o);
+        }
+        if self.rng.chance(20) {
+            s.retry_strategy = Some(self.retry_strategy());
+        }
+        if self.rng.chance(15) {
+            s.tags = self.tags();
+        }
+        if self.rng.chance(20) {
+            s.parameters.insert("word".into(), "override".into());
+        }
+        if self.rng.chance(3) {
+            s.depends_on.push(JobDependency {
+                job_id: Some(self.job_ref()),
+                kind: None,
+            });
+        }
+        Planned {
+            what: format!(
+                "submit {job_id} to {} with {}{}{}",
+                s.queue,
+                s.definition,
+                if s.container_overrides.is_some() {
+                    " +overrides"
+                } else {
+                    ""
+                },
+                match &s.retry_strategy {
+                    Some(r) => format!(" attempts {:?}", r.attempts),
+                    None => String::new(),
+                }
+            ),
+            command: Command::SubmitJob(Box::new(s)),
+            note: Note::Submit(job_id),
+        }
+    }
+}
