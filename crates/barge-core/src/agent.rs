@@ -69,3 +69,20 @@ pub enum AgentReport {
         reason: Option<String>,
     },
 }
+
+impl AgentReport {
+    /// The (job id, attempt id) the report is about.
+    pub fn ids(&self) -> (&str, &str) {
+        match self {
+            AgentReport::Running {
+                job_id, attempt_id, ..
+            }
+            | AgentReport::Logs {
+                job_id, attempt_id, ..
+            }
+            | AgentReport::Exited {
+                job_id, attempt_id, ..
+            } => (job_id, attempt_id),
+        }
+    }
+}

@@ -1039,16 +1039,9 @@ fn apply_report(
     now: i64,
     changes: &mut Changes,
 ) -> bool {
-    let (job_id, attempt_id) = match &report {
-        AgentReport::Running {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Logs {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Exited {
-            job_id, attempt_id, ..
-        } => (job_id.clone(), attempt_id.clone()),
+    let (job_id, attempt_id) = {
+        let (j, a) = report.ids();
+        (j.to_string(), a.to_string())
     };
     let current = state
         .job(&job_id)

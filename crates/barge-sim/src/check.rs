@@ -829,20 +829,6 @@ pub fn check_dirty(prev: &State, next: &State, dirty: &[Key]) -> Result<(), Viol
     }
 }
 
-fn report_ids(r: &AgentReport) -> (&str, &str) {
-    match r {
-        AgentReport::Running {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Logs {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Exited {
-            job_id, attempt_id, ..
-        } => (job_id, attempt_id),
-    }
-}
-
 /// A batch of agent reports: exactly the reports whose attempt is (still) the job's live one on
 /// this agent are accepted, every refused `Running` is answered with a Stop, and each accepted
 /// `Exited` ended its attempt with the reported exit code.
@@ -858,7 +844,7 @@ pub fn check_reports(
     let mut expected_refused = 0;
     let mut stale_running = 0;
     for r in reports {
-        let (job_id, attempt_id) = report_ids(r);
+        let (job_id, attempt_id) = r.ids();
         let live = prev
             .job(job_id)
             .and_then(|j| j.current.as_ref())

@@ -708,26 +708,12 @@ impl Sim {
     }
 }
 
-fn report_ids(r: &AgentReport) -> (&str, &str) {
-    match r {
-        AgentReport::Running {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Logs {
-            job_id, attempt_id, ..
-        }
-        | AgentReport::Exited {
-            job_id, attempt_id, ..
-        } => (job_id, attempt_id),
-    }
-}
-
 fn report_job(r: &AgentReport) -> &str {
-    report_ids(r).0
+    r.ids().0
 }
 
 fn report_attempt(r: &AgentReport) -> &str {
-    report_ids(r).1
+    r.ids().1
 }
 
 fn report_word(r: &AgentReport) -> String {
