@@ -8,6 +8,7 @@ Environment:
 from __future__ import annotations
 
 import pathlib
+import time
 
 import pytest
 
@@ -19,7 +20,9 @@ from barge_helpers import (
     create_queue,
     kill_orphaned_jobs,
     logs_client,
+    register_jobdef,
     run_aws,
+    submit,
     uniq,
     wait_until,
 )
@@ -89,6 +92,25 @@ def aws(server):
     return run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def early_timeout_job(request):
+    """Submit, at session start, a job whose 60 s attemptDurationSeconds must stop it, so
+    that the wait overlaps the rest of the suite (checked in test_14). Only when that test
+    was collected."""
+    wanted = any("test_attempt_duration_timeout_is_enforced" in item.nodeid for item in request.session.items)
+    if not wanted:
+        yield None
+        return
+    batch = request.getfixturevalue("batch")
+    jd = register_jobdef(batch, ["sleep", "600"], timeout={"attemptDurationSeconds": 60})
+    job_id = submit(batch, "default", jd["jobDefinitionArn"], retryStrategy={"attempts": 2})["jobId"]
+    yield job_id, time.monotonic()
+    try:
+        batch.terminate_job(jobId=job_id, reason="cleanup")
+    except Exception:  # the server may be gone already
+        pass
+
+
 @pytest.fixture(scope="session")
 def parked_queue(batch):
     """A queue whose only compute environment is DISABLED: its jobs stay RUNNABLE."""
@@ -102,14 +124,42 @@ def parked_queue(batch):
     return q
 
 
+_LOG_OFFSETS: dict[str, int] = {}
+
+
+def _log_size(srv) -> int:
+    try:
+        return srv.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _LOG_OFFSETS.clear()
+    _LOG_OFFSETS.update({srv.name: _log_size(srv) for srv in ALL_SERVERS})
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """On failure, attach what each barge wrote while the test ran (last 150 lines)."""
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed:
-        for srv in ALL_SERVERS:
-            if srv.starts:
-                rep.sections.append((f"barge log: {srv.name}", srv.log_tail(120)))
+    if not rep.failed:
+        return
+    for srv in ALL_SERVERS:
+        if not srv.starts:
+            continue
+        start = _LOG_OFFSETS.get(srv.name, 0)
+        if _log_size(srv) > start:
+            with open(srv.log_path, "rb") as f:
+                f.seek(start)
+                lines = f.read().decode(errors="replace").splitlines()
+            title = f"barge log written during this test: {srv.name} ({srv.log_path})"
+            rep.sections.append((title, "\n".join(lines[-150:])))
+        elif srv.alive():
+            title = f"barge log (nothing new during this test), last lines: {srv.name} ({srv.log_path})"
+            rep.sections.append((title, "\n".join(srv.log_text().splitlines()[-40:])))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -4,16 +4,21 @@ configured by flags or env vars, and shuts down cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 
 import pytest
 import requests
 
 from barge_helpers import (
     arn,
+    aws_cli_path,
     batch_client,
+    cli_env,
+    log_lines,
     register_jobdef,
     submit,
     uniq,
@@ -38,6 +43,8 @@ def test_default_compute_environment(batch, server):
     assert ce["status"] == "VALID"
     assert ce["computeResources"]["type"] == "EC2"
     assert ce["computeResources"]["maxvCpus"] == server.vcpus
+    assert isinstance(ce.get("statusReason"), str) and ce["statusReason"]
+    assert ce.get("ecsClusterArn", "").startswith("arn:aws:ecs:us-east-1:000000000000:cluster/")
 
 
 def test_default_job_queue(batch):
@@ -49,6 +56,7 @@ def test_default_job_queue(batch):
     assert q["state"] == "ENABLED"
     assert q["status"] == "VALID"
     assert isinstance(q["priority"], int)
+    assert isinstance(q.get("statusReason"), str) and q["statusReason"]
     assert [o["computeEnvironment"] for o in q["computeEnvironmentOrder"]] == [arn("compute-environment", "default")]
 
 
@@ -58,6 +66,27 @@ def test_banner_prints_endpoint_and_aws_line(server):
     lines = [l for l in text.splitlines() if "aws batch submit-job" in l]
     assert lines, "no ready-to-paste `aws batch submit-job` line"
     assert any(f"--endpoint-url http://127.0.0.1:{server.port}" in l for l in lines), lines
+
+
+def test_banner_aws_lines_work_when_pasted(server, batch, logs):
+    """Run the `aws ...` lines the banner prints, as a user would paste them into a shell."""
+    lines = [l.strip() for l in server.log_text().split("===== start #1")[-1].splitlines()]
+    cmds = [l for l in lines if l.startswith("aws ")]
+    assert any(c.startswith("aws batch submit-job") for c in cmds), lines
+    env = cli_env()
+    env["PATH"] = os.path.dirname(aws_cli_path()) + os.pathsep + env.get("PATH", "")
+    job_id = None
+    for cmd in cmds:
+        assert f"--endpoint-url {server.endpoint}" in cmd, cmd
+        proc = subprocess.run(["bash", "-c", cmd + " --output json"], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+        if cmd.startswith("aws batch submit-job"):
+            job_id = json.loads(proc.stdout)["jobId"]
+    assert job_id
+    job = wait_for(batch, job_id, ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "SUCCEEDED", job
+    assert log_lines(logs, job["container"]["logStreamName"]), "the example job printed nothing"
 
 
 def test_env_vars_configure_listen_data_dir_and_agent(server_factory, e2e_dir):
@@ -85,6 +114,7 @@ def test_env_vars_configure_listen_data_dir_and_agent(server_factory, e2e_dir):
 def test_defaults_without_flags(server_factory, e2e_dir):
     """No flags, no env: 127.0.0.1:8433, ./barge-data, the host's cores."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", 8433))
         except OSError:

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from barge_helpers import arn, assert_refused, create_ce, create_queue, uniq, wait_until
+from barge_helpers import (
+    arn,
+    assert_refused,
+    create_ce,
+    create_queue,
+    register_jobdef,
+    submit,
+    uniq,
+    wait_for,
+    wait_until,
+)
 
 
 def describe_ce(batch, name_or_arn):
@@ -86,6 +96,11 @@ def test_create_spot_docs_example_keeps_bid_percentage(batch):
     assert ce["computeResources"]["type"] == "SPOT"
     assert ce["computeResources"]["bidPercentage"] == 20
     assert ce["computeResources"]["spotIamFleetRole"] == "arn:aws:iam::012345678910:role/aws-ec2-spot-fleet-role"
+    # its jobs run here, on this host's agent
+    q = create_queue(batch, [name])["jobQueueName"]
+    jd = register_jobdef(batch, ["true"])["jobDefinitionArn"]
+    job = wait_for(batch, submit(batch, q, jd)["jobId"], ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "SUCCEEDED", job
 
 
 def test_create_unmanaged_is_valid_at_once(batch):

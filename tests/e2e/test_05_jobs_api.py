@@ -181,6 +181,7 @@ def test_list_filters(batch, parked_queue):
 def test_list_pagination_ends(batch, parked_queue, truejd):
     prefix = f"page-{uuid.uuid4().hex[:6]}"
     ids = [submit(batch, parked_queue, truejd["jobDefinitionArn"], name=f"{prefix}-{i}")["jobId"] for i in range(5)]
+    wait_all(batch, ids, "RUNNABLE")  # SUBMITTED -> RUNNABLE happens asynchronously
     # by status
     seen: list[str] = []
     token = None
@@ -239,3 +240,27 @@ def test_many_jobs_all_finish(batch, truejd):
     ids = [submit(batch, "default", truejd["jobDefinitionArn"])["jobId"] for _ in range(40)]
     jobs = wait_all(batch, ids, ("SUCCEEDED", "FAILED"), timeout_s=60)
     assert {j["status"] for j in jobs.values()} == {"SUCCEEDED"}
+
+
+def test_list_job_definition_filter_prefix(batch, parked_queue):
+    base = uniq("jdpfx")
+    a = register_jobdef(batch, ["true"], name=base + "-a")
+    b = register_jobdef(batch, ["true"], name=base + "-b")
+    ja = submit(batch, parked_queue, a["jobDefinitionArn"])["jobId"]
+    jb = submit(batch, parked_queue, b["jobDefinitionArn"])["jobId"]
+    got = [s["jobId"] for s in list_all(batch, jobQueue=parked_queue,
+                                        filters=[{"name": "JOB_DEFINITION", "values": [base + "*"]}])]
+    assert sorted(got) == sorted([ja, jb])
+    got = [s["jobId"] for s in list_all(batch, jobQueue=parked_queue,
+                                        filters=[{"name": "JOB_DEFINITION", "values": [base + "-a"]}])]
+    assert got == [ja]
+    for j in (ja, jb):
+        batch.cancel_job(jobId=j, reason="cleanup")
+
+
+def test_unknown_members_are_ignored(server, batch, truejd):
+    """Newer SDKs send members an older server does not know; AWS ignores them."""
+    r = raw_post(server, "submitjob", {"jobName": uniq("unknown-member"), "jobQueue": "default",
+                                       "jobDefinition": truejd["jobDefinitionArn"], "someFutureMember": {"x": 1}})
+    assert r.status_code == 200, r.text
+    assert wait_for(batch, r.json()["jobId"], ("SUCCEEDED", "FAILED"))["status"] == "SUCCEEDED"

@@ -240,3 +240,37 @@ def test_queue_and_definition_arns_in_detail(batch):
     assert job["jobQueue"] == arn("job-queue", "default")
     assert job["jobDefinition"] == jd["jobDefinitionArn"]
     assert job["status"] in LIFECYCLE + ("SUCCEEDED",)
+
+
+def test_job_runs_in_its_own_process_group(batch, logs, server):
+    # /proc/<pid>/stat fields 5 and 6 are the process group and the session
+    jd = register_jobdef(batch, ["sh", "-c", 'set -- $(cat /proc/$$/stat); echo "pid=$$ pgid=$5"'])
+    job = wait_for(batch, submit(batch, "default", jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "SUCCEEDED", job
+    [line] = log_lines(logs, stream_of(job))
+    fields = dict(kv.split("=") for kv in line.split())
+    assert fields["pid"] == fields["pgid"], f"the job is not its own process group leader: {line}"
+    assert int(fields["pgid"]) != os.getpgid(server.pid), "the job shares barge's process group"
+
+
+def test_killed_by_signal_reports_128_plus_signal(batch):
+    jd = register_jobdef(batch, ["sh", "-c", "kill -9 $$"])
+    job = wait_for(batch, submit(batch, "default", jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "FAILED"
+    assert job["attempts"][0]["container"].get("exitCode") == 137, job["attempts"][0]
+
+
+def test_running_job_has_started_at_but_no_stopped_at(batch, server):
+    jd = register_jobdef(batch, ["sleep", "300"])
+    job_id = submit(batch, "default", jd["jobDefinitionArn"])["jobId"]
+    try:
+        wait_for(batch, job_id, "RUNNING")
+        raw = raw_job(server, job_id)
+        assert isinstance(raw.get("startedAt"), int), raw
+        assert "stoppedAt" not in raw or raw["stoppedAt"] is None, raw
+        assert raw["container"].get("logStreamName"), "a RUNNING job shows its log stream"
+    finally:
+        batch.terminate_job(jobId=job_id, reason="cleanup")
+    done = wait_for(batch, job_id, "FAILED")
+    assert done["stoppedAt"] >= done["startedAt"]
+

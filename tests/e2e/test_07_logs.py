@@ -73,8 +73,8 @@ def test_get_log_events_tokens_and_limit(logs, ten_lines_job):
     assert sorted(all_msgs) == sorted(EXPECTED)
     # startFromHead defaults to false: the newest events come back
     tail = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, limit=2)
-    assert [e["message"].rstrip("\n") for e in tail["events"]][-1] == "needle in a haystack"
-    assert len(tail["events"]) == 2
+    newest = [e["message"] for e in log_events(logs, stream)][-2:]
+    assert [e["message"] for e in tail["events"]] == newest
 
 
 def test_get_log_events_by_group_identifier(logs, ten_lines_job):
@@ -176,3 +176,44 @@ def test_each_retry_attempt_has_its_own_stream(batch, logs):
     assert len(streams) == 2 and streams[0] != streams[1]
     assert [log_lines(logs, s) for s in streams] == [["attempt-1"], ["attempt-2"]]
     assert job["container"]["logStreamName"] == streams[-1]
+
+
+def test_partial_last_line_unicode_and_empty_lines(batch, logs):
+    jd = register_jobdef(batch, ["sh", "-c", "printf 'first\\n\\nh\\303\\251llo w\\303\\266rld\\nno-newline-at-end'"])
+    job = wait_for(batch, submit(batch, "default", jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "SUCCEEDED", job
+    lines = log_lines(logs, job["container"]["logStreamName"])
+    assert [l for l in lines if l] == ["first", "h\u00e9llo w\u00f6rld", "no-newline-at-end"], lines
+
+
+def test_large_output_pages_through_tokens(batch, logs):
+    jd = register_jobdef(batch, ["seq", "1", "25000"])
+    job = wait_for(batch, submit(batch, "default", jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"),
+                   timeout_s=60)
+    assert job["status"] == "SUCCEEDED", job
+    stream = job["container"]["logStreamName"]
+    lines = log_lines(logs, stream)
+    assert lines == [str(i) for i in range(1, 25001)], (len(lines), lines[:3], lines[-3:])
+    first = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True)
+    assert 0 < len(first["events"]) <= 10000
+
+
+def test_time_window(logs, ten_lines_job):
+    stream = ten_lines_job["stream"]
+    events = log_events(logs, stream)
+    first, last = events[0]["timestamp"], events[-1]["timestamp"]
+    later = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True, startTime=last + 1)
+    assert later["events"] == []
+    earlier = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True, endTime=first)
+    assert earlier["events"] == []  # endTime is exclusive
+    window = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True,
+                                 startTime=first, endTime=last + 1)
+    assert len(window["events"]) == len(events)
+
+
+def test_describe_log_streams_by_last_event_time(logs, ten_lines_job):
+    page = logs.describe_log_streams(logGroupName=LOG_GROUP, orderBy="LastEventTime", descending=True, limit=50)
+    # streams of jobs that printed nothing have no lastEventTimestamp; order the others
+    stamps = [s["lastEventTimestamp"] for s in page["logStreams"] if "lastEventTimestamp" in s]
+    assert stamps == sorted(stamps, reverse=True)
+    assert page["logStreams"], "no streams listed"

@@ -146,3 +146,53 @@ def test_disabled_queue_finishes_queued_jobs(batch):
     batch.update_job_queue(jobQueue=q, state="DISABLED")
     done = wait_all(batch, jobs, ("SUCCEEDED", "FAILED"))
     assert {j["status"] for j in done.values()} == {"SUCCEEDED"}
+
+
+def test_raising_max_vcpus_lets_waiting_jobs_start(batch):
+    ce = create_ce(batch, max_vcpus=1)["computeEnvironmentName"]
+    q = create_queue(batch, [ce])["jobQueueName"]
+    jd = register_jobdef(batch, ["sleep", "300"])
+    a = submit(batch, q, jd["jobDefinitionArn"])["jobId"]
+    b = submit(batch, q, jd["jobDefinitionArn"])["jobId"]
+    try:
+        wait_until(lambda: {describe_job(batch, a)["status"], describe_job(batch, b)["status"]} == {"RUNNING", "RUNNABLE"},
+                   what="one job running, one waiting on a 1-vCPU CE")
+        batch.update_compute_environment(computeEnvironment=ce, computeResources={"maxvCpus": 2})
+        wait_for(batch, a, "RUNNING")
+        wait_for(batch, b, "RUNNING")
+    finally:
+        for j in (a, b):
+            batch.terminate_job(jobId=j, reason="cleanup")
+    wait_all(batch, [a, b], "FAILED")
+
+
+def test_deleting_a_queue_ends_its_waiting_jobs(batch):
+    ce = create_ce(batch, max_vcpus=1)["computeEnvironmentName"]
+    q = create_queue(batch, [ce])["jobQueueName"]
+    batch.update_compute_environment(computeEnvironment=ce, state="DISABLED")
+    jd = register_jobdef(batch, ["true"])
+    job = submit(batch, q, jd["jobDefinitionArn"])["jobId"]
+    wait_for(batch, job, "RUNNABLE")
+    batch.update_job_queue(jobQueue=q, state="DISABLED")
+    batch.delete_job_queue(jobQueue=q)
+    failed = wait_for(batch, job, "FAILED")
+    assert failed.get("statusReason"), failed
+
+
+def test_capacity_is_never_overcommitted(batch):
+    """60 one-vCPU jobs on a 2-vCPU CE: at no instant do more than two run."""
+    ce = create_ce(batch, max_vcpus=2)["computeEnvironmentName"]
+    q = create_queue(batch, [ce])["jobQueueName"]
+    jd = register_jobdef(batch, ["sleep", "0.05"])
+    ids = [submit(batch, q, jd["jobDefinitionArn"])["jobId"] for _ in range(60)]
+    jobs = wait_all(batch, ids, ("SUCCEEDED", "FAILED"), timeout_s=120)
+    assert {j["status"] for j in jobs.values()} == {"SUCCEEDED"}
+    edges = []
+    for j in jobs.values():
+        edges.append((j["startedAt"], 1))
+        edges.append((j["stoppedAt"], -1))
+    running = peak = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):  # stops before starts at the same ms
+        running += delta
+        peak = max(peak, running)
+    assert peak <= 2, f"{peak} jobs ran at once on a 2-vCPU compute environment"

@@ -176,3 +176,34 @@ def test_second_sigkill_in_a_row(crash_server):
     assert [c["computeEnvironmentName"] for c in b.describe_compute_environments(
         computeEnvironments=[name])["computeEnvironments"]] == [name]
     assert len(b.describe_job_queues(jobQueues=["default"])["jobQueues"]) == 1
+
+
+def test_restart_leaves_no_orphaned_attempt_running(crash_server, tmp_path):
+    """An attempt declared dead by a restart must not keep running beside its retry:
+    at most one live attempt per job, on the host as in the records."""
+    srv = crash_server
+    if not srv.alive():
+        srv.start()
+    b = batch_client(srv)
+    pidfile = tmp_path / "orphan.pid"
+    jd = register_jobdef(b, ["sh", "-c", f"echo $$ >> {pidfile}; exec sleep 300"], retryStrategy={"attempts": 2})
+    job = submit(b, "default", jd["jobDefinitionArn"])["jobId"]
+    wait_for(b, job, "RUNNING")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 pid")
+    first_pid = int(pidfile.read_text().split()[0])
+    srv.kill9()
+    srv.start()
+    b = batch_client(srv)
+    try:
+        d = wait_until(lambda: (lambda j: j if len(j.get("attempts", [])) >= 1 else None)(describe_job(b, job)),
+                       what="the killed attempt recorded as failed")
+        assert host_terminated(d["attempts"][0].get("statusReason")), d["attempts"][0]
+        wait_until(lambda: not pid_alive(first_pid), timeout_s=35,
+                   what=f"the dead attempt's process {first_pid} to be gone after the restart")
+    finally:
+        pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+        b.terminate_job(jobId=job, reason="cleanup")
+        wait_for(b, job, ("SUCCEEDED", "FAILED"))
+        for p in pids:
+            if pid_alive(p):
+                os.kill(p, 9)

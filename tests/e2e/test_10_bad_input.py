@@ -167,6 +167,9 @@ CASES = [
     ("register-name-129", "registerjobdefinition", lambda c: jd_body(jobDefinitionName="a" * 129), ["jobDefinitionName", "name"]),
     ("register-vcpus-string", "registerjobdefinition", lambda c: jd_body(containerProperties=cp(vcpus="two")), ["vcpus"]),
     ("register-memory-too-small", "registerjobdefinition", lambda c: jd_body(containerProperties=cp(memory=2)), ["memory"]),
+    ("register-memory-requirement-too-small", "registerjobdefinition",
+     lambda c: jd_body(containerProperties=cp(resourceRequirements=[{"type": "MEMORY", "value": "2"}])),
+     ["MEMORY", "memory"]),
     ("register-command-string", "registerjobdefinition", lambda c: jd_body(containerProperties=cp(command="true")), ["command"]),
     ("register-reserved-env", "registerjobdefinition",
      lambda c: jd_body(containerProperties=cp(environment=[{"name": "AWS_BATCH_JOB_ID", "value": "x"}])), ["AWS_BATCH_"]),
@@ -276,6 +279,19 @@ def test_sizes_just_under_the_limits_are_accepted(server, batch, ctx):
     assert r.status_code == 200, r.text[:300]
 
 
+def test_chunked_body_over_the_limit_is_refused(server, ctx):
+    """Without a Content-Length the limit still holds (no unbounded buffering)."""
+    def chunks():
+        yield b'{"jobName": "chunked", "jobQueue": "default", "jobDefinition": "x", "parameters": {"a": "'
+        for _ in range(64):
+            yield b"x" * KIB
+        yield b'"}}'
+
+    resp = requests.post(f"{server.endpoint}/v1/submitjob", data=chunks(),
+                         headers={"Content-Type": "application/json"}, timeout=20)
+    assert_client_exception(resp, ["size", "large", "limit", "bytes", "kib", "exceed", "30"])
+
+
 def test_missing_content_type_is_tolerated(server, ctx):
     r = requests.post(f"{server.endpoint}/v1/describejobqueues", data=b"{}", timeout=20)
     assert r.status_code == 200, r.text[:300]
@@ -336,3 +352,29 @@ def test_server_survived_the_table(server):
     assert server.alive()
     assert requests.get(server.endpoint + "/health", timeout=10).status_code == 200
     assert "panicked" not in server.log_text()
+
+
+def test_every_batch_operation_answers_without_a_5xx(server):
+    """Sweep the whole botocore model with an empty body: each operation either works or
+    answers a ClientException; none answers 5xx or hangs."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("batch")
+    queue_arn = urllib_quote("arn:aws:batch:us-east-1:000000000000:job-queue/default")
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        uri = http["requestUri"].replace("{resourceArn}", queue_arn)
+        try:
+            resp = requests.request(http["method"], server.endpoint + uri, data=b"{}",
+                                    headers={"Content-Type": "application/json"}, timeout=20)
+        except requests.Timeout:
+            pytest.fail(f"{name} hung")
+        assert resp.status_code < 500, f"{name}: {resp.status_code} {resp.text[:300]}"
+        if resp.status_code != 200:
+            assert_client_exception(resp)
+
+
+def urllib_quote(s: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(s, safe="")

@@ -77,3 +77,17 @@ def test_bad_tag_requests(batch, server, resources):
     good = f"{server.endpoint}/v1/tags/{urllib.parse.quote(resources['job-queue'], safe='')}"
     assert_client_exception(requests.post(good, data=b"{", timeout=20), ["json", "parse", "expected", "invalid"])
     assert_client_exception(requests.post(good, json={"tags": ["a"]}, timeout=20), ["tags"])
+
+
+def test_tag_limits(batch, server, resources):
+    res = resources["compute-environment"]
+    assert_refused(batch.tag_resource, "key", "128", resourceArn=res, tags={"k" * 129: "v"})
+    assert_refused(batch.tag_resource, "value", "256", resourceArn=res, tags={"k": "v" * 257})
+    url = f"{server.endpoint}/v1/tags/{urllib.parse.quote(res, safe='')}"
+    assert_client_exception(requests.delete(url, timeout=20), ["tagKeys"])
+    # 50 tags in all is the most a resource can hold
+    current = list(batch.list_tags_for_resource(resourceArn=res)["tags"])
+    if current:
+        batch.untag_resource(resourceArn=res, tagKeys=current)
+    batch.tag_resource(resourceArn=res, tags={f"t{i}": "v" for i in range(50)})
+    assert_refused(batch.tag_resource, "tags", "50", resourceArn=res, tags={"one-more": "v"})

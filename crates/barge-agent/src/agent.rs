@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::control::ControlPlane;
+use crate::ledger::Ledger;
 use crate::limits::{REPORT_QUEUE_MAX, SHUTDOWN_GRACE_MS, SHUTDOWN_REPORT_FLUSH_MS};
 use crate::runner::process;
 use crate::{epoch_ms, reporter};
@@ -18,6 +19,9 @@ use crate::{epoch_ms, reporter};
 pub struct AgentConfig {
     /// Names this agent in its logs.
     pub agent_id: String,
+    /// Where the agent keeps its ledger of running process groups, so that after a crash it
+    /// stops what the previous run left behind. None keeps no ledger.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the agent until `instructions` closes, then stops every attempt still running (SIGTERM,
@@ -34,7 +38,19 @@ pub async fn run(
     let span = tracing::info_span!("agent", agent_id = %config.agent_id);
     async {
         become_subreaper();
-        run_loop(control, instructions).await;
+        let ledger = Arc::new(Ledger::new(config.state_dir.as_deref()));
+        // Before anything new starts: a previous run that died may have left attempts running
+        // that the control plane has already failed and may retry.
+        let stopped = {
+            let ledger = ledger.clone();
+            tokio::task::spawn_blocking(move || ledger.kill_leftovers())
+                .await
+                .unwrap_or_default()
+        };
+        if !stopped.is_empty() {
+            tracing::warn!(attempts = ?stopped, "stopped attempts left running by a previous run");
+        }
+        run_loop(control, instructions, ledger).await;
     }
     .instrument(span)
     .await;
@@ -59,6 +75,7 @@ pub(crate) fn become_subreaper() {
 async fn run_loop(
     control: Arc<dyn ControlPlane>,
     mut instructions: mpsc::UnboundedReceiver<AgentInstruction>,
+    ledger: Arc<Ledger>,
 ) {
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE_MAX);
     let reporter = tokio::spawn(reporter::run(control, report_rx).in_current_span());
@@ -84,7 +101,13 @@ async fn run_loop(
                         "attempt", job_id = %spec.job_id, attempt_id = %spec.attempt_id
                     );
                     let attempt_id = spec.attempt_id.clone();
-                    let attempt = process::run(spec, report_tx.clone(), stop_rx, live_tx.clone());
+                    let attempt = process::run(
+                        spec,
+                        report_tx.clone(),
+                        stop_rx,
+                        live_tx.clone(),
+                        ledger.clone(),
+                    );
                     attempts.spawn(
                         async move {
                             attempt.await;

@@ -8,6 +8,7 @@
 
 mod agent;
 mod control;
+mod ledger;
 pub mod limits;
 mod logs;
 mod reporter;

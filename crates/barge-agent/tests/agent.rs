@@ -62,6 +62,7 @@ fn start_failing(failures: usize) -> Harness {
     let (instructions, rx) = mpsc::unbounded_channel();
     let config = AgentConfig {
         agent_id: "test-agent".into(),
+        state_dir: None,
     };
     let agent = tokio::spawn(barge_agent::run(config, recorder.clone(), rx));
     Harness {

@@ -251,8 +251,16 @@ struct ListInput {
 }
 
 enum Filter {
-    Name { prefix: bool, value: String },
-    Definition { name: String, revision: Option<u32> },
+    Name {
+        prefix: bool,
+        value: String,
+    },
+    Definition {
+        name: String,
+        revision: Option<u32>,
+    },
+    /// `name*`: every definition whose name starts with the prefix.
+    DefinitionPrefix(String),
     CreatedBefore(i64),
     CreatedAfter(i64),
 }
@@ -279,6 +287,9 @@ impl Filter {
                 Some(p) => Filter::Name { prefix: true, value: p.to_lowercase() },
                 None => Filter::Name { prefix: false, value: value.to_lowercase() },
             }),
+            "JOB_DEFINITION" if value.ends_with('*') && !value.starts_with("arn:") => {
+                Ok(Filter::DefinitionPrefix(value.trim_end_matches('*').to_string()))
+            }
             "JOB_DEFINITION" => {
                 let spec = name_from_reference(value, ResourceKind::JobDefinition).ok_or_else(|| {
                     ApiError::client(format!("filters JOB_DEFINITION: {value:?} is not a job definition name or ARN"))
@@ -315,6 +326,7 @@ impl Filter {
                 job.definition_name == *name
                     && revision.is_none_or(|r| r == job.definition_revision)
             }
+            Filter::DefinitionPrefix(p) => job.definition_name.starts_with(p.as_str()),
             Filter::CreatedBefore(t) => job.created_at < *t,
             Filter::CreatedAfter(t) => job.created_at > *t,
         }

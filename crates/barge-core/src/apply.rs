@@ -15,6 +15,9 @@ use crate::state::State;
 /// The statusReason AWS gives a job whose container exited on its own.
 pub const REASON_CONTAINER_EXITED: &str = "Essential container in task exited";
 
+/// The statusReason AWS gives a job stopped by its timeout.
+pub const REASON_TIMEOUT: &str = "Job attempt duration exceeded timeout";
+
 /// The statusReason AWS gives attempts on a host that went away.
 pub fn host_terminated_reason(agent_id: &str) -> String {
     format!("Host EC2 (instance {agent_id}) terminated.")
@@ -102,6 +105,24 @@ fn apply_inner(
             Ok(Reply::Reports { refused })
         }
         Command::SchedulerPass(plan) => Ok(scheduler_pass(state, plan, now, changes)),
+        Command::EnforceTimeouts => {
+            for id in due_timeouts(state, now) {
+                let mut job = (**state.job(&id).expect("due jobs exist")).clone();
+                let attempt = job.current.as_ref().expect("a RUNNING job has an attempt");
+                changes.effects.push(Effect::Agent {
+                    agent_id: attempt.agent_id.clone(),
+                    instruction: AgentInstruction::Stop {
+                        job_id: id.clone(),
+                        attempt_id: attempt.id.clone(),
+                        grace_ms: STOP_GRACE_MS,
+                    },
+                });
+                job.stop_reason = Some(REASON_TIMEOUT.to_string());
+                state.put_job(job);
+                changes.dirty.push(Key::Job(id));
+            }
+            Ok(Reply::Done)
+        }
     }
 }
 
@@ -1236,6 +1257,10 @@ fn finish_attempt(
     let attempt_status_reason = attempt.status_reason.clone();
     job.attempts.push(attempt);
     if let Some(stop_reason) = job.stop_reason.take() {
+        // Stopped on purpose (terminate, timeout): never retried.
+        if stop_reason == REASON_TIMEOUT {
+            job.attempts.last_mut().expect("just pushed").status_reason = Some(stop_reason.clone());
+        }
         job.status = JobStatus::Failed;
         job.status_reason = Some(stop_reason);
         job.stopped_at = Some(at);
@@ -1254,6 +1279,33 @@ fn finish_attempt(
         job.status_reason = attempt_status_reason;
         job.stopped_at = Some(at);
     }
+}
+
+/// RUNNING jobs whose attempt has run for its timeout.attemptDurationSeconds (counted from the
+/// attempt's start, as AWS does) and that have not been asked to stop yet.
+pub fn due_timeouts(state: &State, now: i64) -> Vec<String> {
+    let mut due = Vec::new();
+    for queue in state.queues_with(JobStatus::Running) {
+        for (_, id) in state
+            .jobs_in(&queue, JobStatus::Running)
+            .into_iter()
+            .flatten()
+        {
+            let job = &state.jobs[id];
+            let limit_s = job
+                .timeout
+                .as_ref()
+                .and_then(|t| t.attempt_duration_seconds);
+            let started = job.current.as_ref().and_then(|a| a.started_at);
+            if let (Some(limit_s), Some(started), None) = (limit_s, started, &job.stop_reason) {
+                let limit_ms = i64::try_from(limit_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+                if now >= started.saturating_add(limit_ms) {
+                    due.push(id.clone());
+                }
+            }
+        }
+    }
+    due
 }
 
 /// Fails every live attempt whose agent is not registered, as AWS does when an instance goes

@@ -61,6 +61,8 @@ pub enum Command {
         reports: Vec<AgentReport>,
     },
     SchedulerPass(Plan),
+    /// Stops every RUNNING attempt whose timeout.attemptDurationSeconds has passed.
+    EnforceTimeouts,
 }
 
 #[derive(Clone, Debug, Default)]

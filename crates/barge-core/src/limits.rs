@@ -53,6 +53,8 @@ pub const STOP_GRACE_MS: u64 = 30_000;
 /// Barge runs it with a small, explicit default (documented in docs/api.md).
 pub const DEFAULT_VCPUS_MILLI: u32 = 1000;
 pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+/// The least memory a container may ask for (AWS: 4 MiB).
+pub const MEMORY_MIB_MIN: u64 = 4;
 
 /// One scheduling pass admits at most this many SUBMITTED jobs and looks at most this many
 /// RUNNABLE jobs per queue that do not fit before moving on, so a pass stays short however deep

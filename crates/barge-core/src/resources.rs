@@ -3,7 +3,7 @@
 //! applier and the waiting-reason diagnosis.
 
 use crate::command::CoreError;
-use crate::limits::{DEFAULT_MEMORY_MIB, DEFAULT_VCPUS_MILLI};
+use crate::limits::{DEFAULT_MEMORY_MIB, DEFAULT_VCPUS_MILLI, MEMORY_MIB_MIN};
 use crate::model::{
     Agent, ComputeEnvironment, ContainerProperties, ResourceRequirement, Resources,
 };
@@ -35,9 +35,9 @@ pub fn parse_vcpus_milli(value: &str) -> Result<u32, CoreError> {
 
 pub fn parse_memory_mib(value: &str) -> Result<u64, CoreError> {
     match value.trim().parse::<u64>() {
-        Ok(v) if v > 0 => Ok(v),
+        Ok(v) if v >= MEMORY_MIB_MIN => Ok(v),
         _ => Err(CoreError::Invalid(format!(
-            "resourceRequirements MEMORY value {value:?} is not a positive whole number of MiB"
+            "resourceRequirements MEMORY value {value:?} is not a whole number of MiB of at least {MEMORY_MIB_MIN}"
         ))),
     }
 }
@@ -92,10 +92,10 @@ pub fn resources_of(container: &ContainerProperties) -> Result<Resources, CoreEr
     };
     let memory_mib = match (requirement(reqs, "MEMORY"), container.memory) {
         (Some(v), _) => parse_memory_mib(v)?,
-        (None, Some(v)) if v > 0 => v as u64,
+        (None, Some(v)) if v >= MEMORY_MIB_MIN as i64 => v as u64,
         (None, Some(v)) => {
             return Err(CoreError::Invalid(format!(
-                "memory must be a positive number of MiB, got {v}"
+                "memory must be at least {MEMORY_MIB_MIN} MiB, got {v}"
             )))
         }
         (None, None) => DEFAULT_MEMORY_MIB,

@@ -541,3 +541,99 @@ proptest! {
         prop_assert_eq!(out, vec![value, "x-A".to_string(), "Ref::zz".to_string()]);
     }
 }
+
+#[test]
+fn a_timed_out_attempt_is_stopped_and_not_retried() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", Some(3));
+    let mut d = (**w.state.latest_active_definition("d").unwrap()).clone();
+    d.timeout = Some(JobTimeout {
+        attempt_duration_seconds: Some(60),
+    });
+    w.ok(Command::RegisterJobDefinition(d));
+    let id = w.submit("q", "d");
+    let spec = w.schedule().remove(0);
+    w.report(AgentReport::Running {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 10_000,
+    });
+    assert!(barge_core::apply::due_timeouts(&w.state, 69_999).is_empty());
+    assert_eq!(
+        barge_core::apply::due_timeouts(&w.state, 70_000),
+        vec![id.clone()]
+    );
+    w.now = 70_000;
+    let changes = w.ok(Command::EnforceTimeouts);
+    assert!(matches!(
+        changes.effects.as_slice(),
+        [Effect::Agent {
+            instruction: AgentInstruction::Stop {
+                grace_ms: 30_000,
+                ..
+            },
+            ..
+        }]
+    ));
+    assert!(
+        w.ok(Command::EnforceTimeouts).effects.is_empty(),
+        "asked to stop only once"
+    );
+    w.report(AgentReport::Exited {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 70_010,
+        exit_code: Some(143),
+        reason: None,
+    });
+    let job = w.job(&id);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(
+        job.status_reason.as_deref(),
+        Some("Job attempt duration exceeded timeout")
+    );
+    assert_eq!(
+        job.attempts[0].status_reason.as_deref(),
+        Some("Job attempt duration exceeded timeout")
+    );
+    assert!(!job.is_terminated);
+    assert!(w.schedule().is_empty(), "a timed-out job is not retried");
+}
+
+#[test]
+fn memory_below_four_mib_is_refused() {
+    let mut w = World::new(4, 4, 8192);
+    let mut d = JobDefinition {
+        name: "m".into(),
+        revision: 0,
+        status: DefinitionStatus::Active,
+        kind: "container".into(),
+        parameters: BTreeMap::new(),
+        scheduling_priority: None,
+        container_properties: Some(ContainerProperties {
+            memory: Some(2),
+            ..Default::default()
+        }),
+        node_properties: None,
+        retry_strategy: None,
+        timeout: None,
+        propagate_tags: None,
+        platform_capabilities: None,
+        tags: Tags::new(),
+        other: Map::new(),
+    };
+    assert!(w.run(Command::RegisterJobDefinition(d.clone())).0.is_err());
+    d.container_properties = Some(ContainerProperties {
+        resource_requirements: Some(vec![ResourceRequirement {
+            kind: "MEMORY".into(),
+            value: "3".into(),
+        }]),
+        ..Default::default()
+    });
+    assert!(w.run(Command::RegisterJobDefinition(d.clone())).0.is_err());
+    d.container_properties = Some(ContainerProperties {
+        memory: Some(4),
+        ..Default::default()
+    });
+    w.ok(Command::RegisterJobDefinition(d));
+}

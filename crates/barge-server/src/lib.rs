@@ -23,6 +23,7 @@ mod http;
 pub mod limits;
 mod scheduler;
 mod shared;
+mod timers;
 mod writer;
 
 pub use shared::Shared;
@@ -169,12 +170,15 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let agent = tokio::spawn(barge_agent::run(
         AgentConfig {
             agent_id: agent_id.clone(),
+            state_dir: Some(config.data_dir.join("agent").join("attempts")),
         },
         control,
         agent_rx,
     ));
     drop(agent_tx);
 
+    let stop_timers = Arc::new(Notify::new());
+    let timers = tokio::spawn(timers::run(shared.clone(), stop_timers.clone()));
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(scheduler::run(
         shared.clone(),
@@ -196,6 +200,8 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     eprintln!("barge: shutting down: stopping running jobs");
     stop_scheduler.notify_one();
     let _ = scheduler.await;
+    stop_timers.notify_one();
+    let _ = timers.await;
     // Dropping the agent's channel asks it to stop its attempts and report their ends.
     router.unregister(&agent_id);
     if tokio::time::timeout(Duration::from_millis(limits::SHUTDOWN_AGENT_WAIT_MS), agent)

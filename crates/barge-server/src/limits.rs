@@ -11,3 +11,6 @@ pub const WRITER_BATCH_COMMANDS_MAX: usize = 2_048;
 pub const SCHEDULER_IDLE_PASS_MS: u64 = 1_000;
 /// How long shutdown waits for the local agent to stop its attempts.
 pub const SHUTDOWN_AGENT_WAIT_MS: u64 = 15_000;
+/// How often timeouts are checked. AWS documents its timeouts as best-effort to the minute;
+/// a second is plenty and costs one snapshot scan of RUNNING jobs.
+pub const TIMER_CHECK_MS: u64 = 1_000;

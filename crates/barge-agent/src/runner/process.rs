@@ -11,6 +11,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use crate::ledger::Ledger;
 use crate::limits::ORPHAN_REAP_POLL_MS;
 use crate::{epoch_ms, logs};
 
@@ -34,6 +37,7 @@ pub(crate) async fn run(
     reports: mpsc::Sender<AgentReport>,
     mut stop: watch::Receiver<Option<u64>>,
     live: mpsc::Sender<()>,
+    ledger: Arc<Ledger>,
 ) {
     let exited = |exit: Exit| AgentReport::Exited {
         job_id: spec.job_id.clone(),
@@ -90,6 +94,7 @@ pub(crate) async fn run(
             .await;
         return;
     };
+    ledger.record(&spec.attempt_id, pgid);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
@@ -113,6 +118,8 @@ pub(crate) async fn run(
         )
         .await;
     });
+    // The group is dead and reaped: nothing of this attempt is left to stop after a crash.
+    ledger.forget(&spec.attempt_id);
     let _ = reports.send(exited(exit)).await;
     // `stop` lives until here so that a Stop arriving while the output drains is not mistaken
     // by the agent for a Stop of an attempt it does not know.
