@@ -182,6 +182,7 @@ fn transitions_of<'a>(
             // It failed on its own: that is only right when no retry was due.
             if let Some(last) = new.attempts.last() {
                 let retry_due = !attempt_succeeded(last)
+                    && !timed_out(last)
                     && new.attempts_made() < new.max_attempts()
                     && next.job_queues.contains_key(&new.queue)
                     && retry_allowed(new, last);
@@ -361,6 +362,7 @@ fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violatio
         if job.status.is_before_start() && !job.attempts.is_empty() {
             let last = job.attempts.last().expect("not empty");
             if attempt_succeeded(last)
+                || timed_out(last)
                 || job.is_cancelled
                 || job.is_terminated
                 || !retry_allowed(job, last)
@@ -388,6 +390,11 @@ fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violatio
         }
     }
     Ok(())
+}
+
+/// A timed-out attempt is never retried (AWS).
+fn timed_out(attempt: &Attempt) -> bool {
+    attempt.status_reason.as_deref() == Some(barge_core::apply::REASON_TIMEOUT)
 }
 
 /// Whether the job's retry strategy lets a failed attempt be retried, by AWS's evaluateOnExit

@@ -44,7 +44,6 @@ pub struct Summary {
     pub jobs_failed: u64,
     /// Jobs that could never run where they were (no environment or agent large enough).
     pub jobs_never_runnable: u64,
-    /// Jobs that could run but starved behind never-fitting ones (a known scheduler bug).
     pub placements: u64,
     /// Attempts that ended with the job going back to RUNNABLE.
     pub retries: u64,
@@ -54,6 +53,8 @@ pub struct Summary {
     /// Restarts that dropped an applied but uncommitted batch.
     pub lost_batches: u64,
     pub drain_rounds: u64,
+    /// Jobs that ended FAILED by their timeout.
+    pub jobs_timed_out: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -75,6 +76,7 @@ impl Summary {
         self.restarts += o.restarts;
         self.lost_batches += o.lost_batches;
         self.drain_rounds += o.drain_rounds;
+        self.jobs_timed_out += o.jobs_timed_out;
     }
 }
 
@@ -174,9 +176,10 @@ enum StepKind {
     AgentReregister,
     Restart,
     Batch,
+    Timeouts,
 }
 
-const STEP_WEIGHTS: [(StepKind, u64); 24] = [
+const STEP_WEIGHTS: [(StepKind, u64); 25] = [
     (StepKind::CreateCe, 3),
     (StepKind::UpdateCe, 4),
     (StepKind::DeleteCe, 1),
@@ -201,6 +204,7 @@ const STEP_WEIGHTS: [(StepKind, u64); 24] = [
     (StepKind::AgentReregister, 1),
     (StepKind::Restart, 1),
     (StepKind::Batch, 4),
+    (StepKind::Timeouts, 2),
 ];
 
 /// One simulated host. Its agent id changes when it joins again under a new identity.

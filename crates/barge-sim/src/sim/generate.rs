@@ -444,7 +444,10 @@ impl Sim {
                 container_properties: container,
                 node_properties: None,
                 retry_strategy,
-                timeout: None,
+                // Short enough that the simulated clock (up to 2 s a step) reaches it.
+                timeout: self.rng.chance(25).then(|| JobTimeout {
+                    attempt_duration_seconds: Some(self.rng.range(60, 120) as u64),
+                }),
                 propagate_tags: None,
                 platform_capabilities: None,
                 tags: Tags::new(),

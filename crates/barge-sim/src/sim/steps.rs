@@ -88,6 +88,13 @@ impl Sim {
                 self.deliver(n)
             }
             StepKind::AgentLost => self.agent_lost(),
+            StepKind::Timeouts => self
+                .run_one(Planned {
+                    what: "enforce timeouts".into(),
+                    command: Command::EnforceTimeouts,
+                    note: Note::MustSucceed,
+                })
+                .map(drop),
             StepKind::AgentRejoin => self.agent_rejoin(),
             StepKind::AgentReregister => {
                 let alive: Vec<usize> = (0..self.hosts.len())
@@ -790,7 +797,12 @@ impl Sim {
         for job in jobs_sorted(&self.state) {
             match job.status {
                 JobStatus::Succeeded => self.summary.jobs_succeeded += 1,
-                JobStatus::Failed => self.summary.jobs_failed += 1,
+                JobStatus::Failed => {
+                    self.summary.jobs_failed += 1;
+                    if job.status_reason.as_deref() == Some(barge_core::apply::REASON_TIMEOUT) {
+                        self.summary.jobs_timed_out += 1;
+                    }
+                }
                 _ if check::could_run(&self.state, job) => {
                     return self.violation(
                         LIVENESS,
