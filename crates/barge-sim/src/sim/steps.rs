@@ -88,13 +88,16 @@ impl Sim {
                 self.deliver(n)
             }
             StepKind::AgentLost => self.agent_lost(),
-            StepKind::Timeouts => self
-                .run_one(Planned {
+            StepKind::Timeouts => {
+                // A quiet spell long enough for timeouts (60–120 s) to come due.
+                self.now_ms += self.rng.range(0, 90_000);
+                self.run_one(Planned {
                     what: "enforce timeouts".into(),
                     command: Command::EnforceTimeouts,
                     note: Note::MustSucceed,
                 })
-                .map(drop),
+                .map(drop)
+            }
             StepKind::AgentRejoin => self.agent_rejoin(),
             StepKind::AgentReregister => {
                 let alive: Vec<usize> = (0..self.hosts.len())
