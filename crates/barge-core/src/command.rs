@@ -65,6 +65,33 @@ pub enum Command {
     EnforceTimeouts,
 }
 
+impl Command {
+    /// The command's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateComputeEnvironment(_) => "CreateComputeEnvironment",
+            Command::UpdateComputeEnvironment(_) => "UpdateComputeEnvironment",
+            Command::DeleteComputeEnvironment { .. } => "DeleteComputeEnvironment",
+            Command::CreateJobQueue(_) => "CreateJobQueue",
+            Command::UpdateJobQueue(_) => "UpdateJobQueue",
+            Command::DeleteJobQueue { .. } => "DeleteJobQueue",
+            Command::RegisterJobDefinition(_) => "RegisterJobDefinition",
+            Command::DeregisterJobDefinition { .. } => "DeregisterJobDefinition",
+            Command::SubmitJob(_) => "SubmitJob",
+            Command::CancelJob { .. } => "CancelJob",
+            Command::TerminateJob { .. } => "TerminateJob",
+            Command::TagResource { .. } => "TagResource",
+            Command::UntagResource { .. } => "UntagResource",
+            Command::RegisterAgent { .. } => "RegisterAgent",
+            Command::AgentLost { .. } => "AgentLost",
+            Command::FailOrphans => "FailOrphans",
+            Command::AgentReports { .. } => "AgentReports",
+            Command::SchedulerPass(_) => "SchedulerPass",
+            Command::EnforceTimeouts => "EnforceTimeouts",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ComputeEnvironmentUpdate {
     pub reference: String,

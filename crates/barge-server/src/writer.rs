@@ -60,6 +60,29 @@ impl AgentRouter {
     }
 }
 
+/// Applies one command. A panic in the core is a Barge bug: it must cost that one command (a
+/// ServerException, nothing changed), never the writer and with it the whole server.
+fn apply_guarded(
+    state: &mut State,
+    command: Command,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<Reply, ApiError> {
+    let (before, mark) = (state.clone(), changes.mark());
+    let what = command.name();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        apply(state, command, now, changes)
+    })) {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => {
+            *state = before;
+            changes.rollback(mark);
+            tracing::error!("the core panicked applying {what}; the command was refused");
+            Err(ApiError::server("Barge hit an internal error applying this request; nothing was changed. Please report it."))
+        }
+    }
+}
+
 /// Runs the writer loop on the current (dedicated) thread until every sender is dropped.
 pub fn run_writer(
     mut store: Store,
@@ -83,7 +106,7 @@ pub fn run_writer(
         let mut results = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for req in batch.drain(..) {
-            results.push(apply(&mut state, req.command, now, &mut changes).map_err(ApiError::from));
+            results.push(apply_guarded(&mut state, req.command, now, &mut changes));
             replies.push(req.reply);
         }
         let durable = if changes.dirty.is_empty() && changes.log_events.is_empty() {
