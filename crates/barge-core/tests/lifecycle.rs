@@ -637,3 +637,18 @@ fn memory_below_four_mib_is_refused() {
     });
     w.ok(Command::RegisterJobDefinition(d));
 }
+
+/// Found by the simulator: never-fitting jobs used to count as the queue's misses, so enough of
+/// them at its head starved every job behind them on an idle environment.
+#[test]
+fn never_fitting_jobs_do_not_starve_the_queue_behind_them() {
+    let mut w = World::new(1, 4, 4096);
+    w.define("big", "2", "128", None);
+    w.define("small", "1", "128", None);
+    for _ in 0..barge_core::limits::SCHEDULER_MISSES_PER_QUEUE_MAX + 10 {
+        w.submit("q", "big");
+    }
+    let small = w.submit("q", "small");
+    let launches = w.schedule();
+    assert_eq!(launches.iter().map(|l| l.job_id.clone()).collect::<Vec<_>>(), vec![small]);
+}
