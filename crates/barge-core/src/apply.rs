@@ -7,6 +7,9 @@ use std::sync::Arc;
 use crate::agent::{AgentInstruction, AgentReport, AttemptSpec, LogLine};
 use crate::arn::{name_from_reference, parse_batch_arn, ResourceKind};
 use crate::command::*;
+use crate::dependencies::{
+    self, check_depends_on, dependencies, Dependencies, REASON_DEPENDENCY_FAILED,
+};
 use crate::limits::*;
 use crate::model::*;
 use crate::resources::{agent_has_room, ce_has_room, check_requirements, resources_of};
@@ -33,6 +36,9 @@ pub fn apply(
     let before = state.clone();
     let mark = changes.mark();
     let result = apply_inner(state, command, now_ms, changes);
+    if result.is_ok() {
+        dependencies::settle(state, changes);
+    }
     if result.is_err() {
         *state = before;
         changes.rollback(mark);
@@ -714,17 +720,13 @@ fn submit_job(
             def.name, def.revision
         )));
     };
-    if !s.depends_on.is_empty() {
-        return Err(CoreError::Invalid(
-            "dependsOn is not supported by this version of Barge yet; submit the job once its dependencies have finished".into(),
-        ));
-    }
     if state.jobs.contains_key(&s.job_id) {
         return Err(CoreError::Conflict(format!(
             "job {} already exists",
             s.job_id
         )));
     }
+    let depends_on = check_depends_on(state, &s.job_id, s.depends_on)?;
     let mut parameters = def.parameters.clone();
     parameters.extend(s.parameters);
     let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
@@ -750,7 +752,7 @@ fn submit_job(
         platform_capabilities: def.platform_capabilities.clone(),
         scheduling_priority: s.scheduling_priority_override.or(def.scheduling_priority),
         share_identifier: s.share_identifier,
-        depends_on: s.depends_on,
+        depends_on,
         tags: s.tags,
         attempts: Vec::new(),
         current: None,
@@ -938,7 +940,14 @@ fn scheduler_pass(state: &mut State, plan: Plan, now: i64, changes: &mut Changes
             continue;
         }
         let mut job = (**job).clone();
-        job.status = JobStatus::Runnable;
+        match dependencies(state, &job) {
+            Dependencies::Met => job.status = JobStatus::Runnable,
+            Dependencies::Waiting(_) => job.status = JobStatus::Pending,
+            Dependencies::Failed(_) => {
+                job.status = JobStatus::Failed;
+                job.status_reason = Some(REASON_DEPENDENCY_FAILED.to_string());
+            }
+        }
         state.put_job(job);
         changes.dirty.push(Key::Job(id));
     }

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod apply;
 pub mod arn;
 pub mod command;
+pub mod dependencies;
 pub mod limits;
 pub mod model;
 pub mod reason;

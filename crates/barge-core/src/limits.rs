@@ -35,6 +35,10 @@ pub const QUEUE_COMPUTE_ENVIRONMENTS_MAX: usize = 3;
 pub const COMPUTE_ENVIRONMENTS_MAX: usize = 500;
 pub const JOB_QUEUES_MAX: usize = 500;
 
+/// dependsOn entries per job. AWS allows 20; Barge keeps reverse edges in memory, so a large
+/// but finite bound.
+pub const DEPENDS_ON_MAX: usize = 1_000;
+
 /// retryStrategy.attempts (AWS: 1–10).
 pub const RETRY_ATTEMPTS_MIN: u32 = 1;
 pub const RETRY_ATTEMPTS_MAX: u32 = 10;

@@ -313,6 +313,7 @@ pub struct Attempt {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobDependency {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,

@@ -11,7 +11,26 @@ pub fn why_waiting(state: &State, job: &Job) -> Option<String> {
     match job.status {
         JobStatus::Submitted => Some("Waiting for the scheduler to evaluate the job".into()),
         JobStatus::Runnable => Some(why_runnable(state, job)),
+        JobStatus::Pending => Some(why_pending(state, job)),
         _ => None,
+    }
+}
+
+fn why_pending(state: &State, job: &Job) -> String {
+    let unfinished: Vec<String> = job
+        .depends_on
+        .iter()
+        .filter_map(|d| d.job_id.as_ref())
+        .filter_map(|id| state.job(id).filter(|j| !j.status.is_terminal()))
+        .map(|j| format!("{} ({})", j.id, j.status.as_str()))
+        .collect();
+    match unfinished.as_slice() {
+        [] => "Waiting for the scheduler to evaluate the job's dependencies".into(),
+        [one] => format!("Waiting for dependency job {one} to succeed"),
+        [first, rest @ ..] => format!(
+            "Waiting for {} dependency jobs to succeed, first {first}",
+            rest.len() + 1
+        ),
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Placement, Plan};
+use crate::dependencies::{dependencies, Dependencies};
 use crate::limits::*;
 use crate::model::*;
 use crate::resources::{agent_could_fit, agent_has_room, ce_has_room};
@@ -20,7 +21,8 @@ use crate::state::State;
 pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
     let mut plan = Plan::default();
 
-    // Admission: with no dependencies yet, every SUBMITTED job becomes RUNNABLE.
+    // Admission: a SUBMITTED job becomes RUNNABLE, PENDING (dependencies unfinished) or FAILED
+    // (a dependency failed); the applier decides against the state it commits to.
     let mut admitted: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     'admit: for queue in state.queues_with(JobStatus::Submitted) {
         for (seq, id) in state
@@ -32,10 +34,13 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                 break 'admit;
             }
             plan.admit.push(id.clone());
-            admitted
-                .entry(queue.clone())
-                .or_default()
-                .push((*seq, id.clone()));
+            // Only jobs whose dependencies are met become RUNNABLE, and so placeable, now.
+            if dependencies(state, &state.jobs[id]) == Dependencies::Met {
+                admitted
+                    .entry(queue.clone())
+                    .or_default()
+                    .push((*seq, id.clone()));
+            }
         }
     }
 

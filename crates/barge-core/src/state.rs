@@ -32,6 +32,11 @@ pub struct State {
     by_queue: HashMap<String, OrdSet<JobKey>>,
     /// vCPUs in use per compute environment, in thousandths.
     ce_used_vcpus_milli: HashMap<String, u64>,
+    /// Reverse dependency edges: job id → the jobs that depend on it.
+    dependents: HashMap<String, OrdSet<String>>,
+    /// Jobs that became SUCCEEDED or FAILED since `apply` last settled their dependents.
+    /// Transient: always empty between commands.
+    pub(crate) newly_finished: Vec<String>,
 }
 
 impl State {
@@ -52,6 +57,9 @@ impl State {
     pub fn put_job(&mut self, job: Job) {
         let key: JobKey = (job.seq, job.id.clone());
         if let Some(old) = self.jobs.get(&job.id).cloned() {
+            if !old.status.is_terminal() && job.status.is_terminal() {
+                self.newly_finished.push(job.id.clone());
+            }
             if old.status != job.status || old.queue != job.queue {
                 self.index_remove(&old.queue, old.status, &key);
                 self.index_insert(&job.queue, job.status, key.clone());
@@ -72,8 +80,27 @@ impl State {
                 .or_default()
                 .insert(key);
             self.next_job_seq = self.next_job_seq.max(job.seq + 1);
+            self.add_dependency_edges(&job);
         }
         self.jobs.insert(job.id.clone(), Arc::new(job));
+    }
+
+    /// A job's dependencies never change after submission, so edges are added once.
+    fn add_dependency_edges(&mut self, job: &Job) {
+        for dep in job.depends_on.iter().filter_map(|d| d.job_id.as_ref()) {
+            self.dependents
+                .entry(dep.clone())
+                .or_default()
+                .insert(job.id.clone());
+        }
+    }
+
+    /// The jobs that depend on `job_id`.
+    pub fn dependents_of(&self, job_id: &str) -> Vec<String> {
+        self.dependents
+            .get(job_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn index_insert(&mut self, queue: &str, status: JobStatus, key: JobKey) {
@@ -150,6 +177,8 @@ impl State {
         self.by_queue_status = HashMap::new();
         self.by_queue = HashMap::new();
         self.ce_used_vcpus_milli = HashMap::new();
+        self.dependents = HashMap::new();
+        self.newly_finished = Vec::new();
         let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
         for id in agent_ids {
             if let Some(agent) = self.agents.get_mut(&id) {
@@ -167,6 +196,7 @@ impl State {
                 .or_default()
                 .insert(key);
             self.next_job_seq = self.next_job_seq.max(job.seq + 1);
+            self.add_dependency_edges(&job);
             if let Some(attempt) = &job.current {
                 self.account(
                     &attempt.compute_environment,

@@ -650,5 +650,115 @@ fn never_fitting_jobs_do_not_starve_the_queue_behind_them() {
     }
     let small = w.submit("q", "small");
     let launches = w.schedule();
-    assert_eq!(launches.iter().map(|l| l.job_id.clone()).collect::<Vec<_>>(), vec![small]);
+    assert_eq!(
+        launches
+            .iter()
+            .map(|l| l.job_id.clone())
+            .collect::<Vec<_>>(),
+        vec![small]
+    );
+}
+
+#[test]
+fn dependencies_hold_jobs_pending_and_failures_cascade() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", None);
+    let a = w.submit("q", "d");
+    let submit_after = |w: &mut World, deps: &[&str]| {
+        w.next_id += 1;
+        let id = format!("job-{}", w.next_id);
+        w.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: id.clone(),
+            name: "j".into(),
+            queue: "q".into(),
+            definition: "d".into(),
+            depends_on: deps
+                .iter()
+                .map(|d| JobDependency {
+                    job_id: Some(d.to_string()),
+                    kind: None,
+                })
+                .collect(),
+            ..Default::default()
+        })));
+        id
+    };
+    let b = submit_after(&mut w, &[&a]);
+    let c = submit_after(&mut w, &[&b, &a]);
+    let launches = w.schedule();
+    assert_eq!(
+        launches
+            .iter()
+            .map(|l| l.job_id.clone())
+            .collect::<Vec<_>>(),
+        vec![a.clone()]
+    );
+    assert_eq!(w.job(&b).status, JobStatus::Pending);
+    assert_eq!(w.job(&c).status, JobStatus::Pending);
+    let reason = why_waiting(&w.state, w.job(&b)).unwrap();
+    assert!(reason.contains(&a), "{reason}");
+    w.exit(&launches[0], 0);
+    assert_eq!(
+        w.job(&b).status,
+        JobStatus::Runnable,
+        "a succeeded: b may run"
+    );
+    assert_eq!(w.job(&c).status, JobStatus::Pending, "c still waits for b");
+    let launches = w.schedule();
+    assert_eq!(launches[0].job_id, b);
+    w.exit(&launches[0], 1);
+    assert_eq!(w.job(&b).status, JobStatus::Failed);
+    assert_eq!(w.job(&c).status, JobStatus::Failed, "b failed: c fails too");
+    assert_eq!(
+        w.job(&c).status_reason.as_deref(),
+        Some("Dependent Job failed")
+    );
+    // A job submitted after its dependency failed fails when admitted; one on a missing job
+    // is refused.
+    let d = submit_after(&mut w, &[&c]);
+    w.schedule();
+    assert_eq!(w.job(&d).status, JobStatus::Failed);
+    let (r, _) = w.run(Command::SubmitJob(Box::new(SubmitJob {
+        job_id: "x".into(),
+        name: "x".into(),
+        queue: "q".into(),
+        definition: "d".into(),
+        depends_on: vec![JobDependency {
+            job_id: Some("nope".into()),
+            kind: None,
+        }],
+        ..Default::default()
+    })));
+    assert!(r.unwrap_err().to_string().contains("nope"));
+}
+
+#[test]
+fn cancelling_a_dependency_cascades() {
+    let mut w = World::new(0, 4, 8192);
+    w.define("d", "1", "128", None);
+    let a = w.submit("q", "d");
+    w.next_id += 1;
+    let b = format!("job-{}", w.next_id);
+    w.ok(Command::SubmitJob(Box::new(SubmitJob {
+        job_id: b.clone(),
+        name: "b".into(),
+        queue: "q".into(),
+        definition: "d".into(),
+        depends_on: vec![JobDependency {
+            job_id: Some(a.clone()),
+            kind: None,
+        }],
+        ..Default::default()
+    })));
+    w.schedule();
+    assert_eq!(w.job(&b).status, JobStatus::Pending);
+    w.ok(Command::CancelJob {
+        job_id: a.clone(),
+        reason: "no".into(),
+    });
+    assert_eq!(w.job(&b).status, JobStatus::Failed);
+    assert_eq!(
+        w.job(&b).status_reason.as_deref(),
+        Some("Dependent Job failed")
+    );
 }

@@ -30,6 +30,7 @@ pub const AGENT_MODEL: &str = "agents run exactly the live attempts";
 pub const LIVENESS: &str = "every job that can run finishes";
 pub const WAITING_REASON: &str = "every waiting job says why";
 pub const NO_PANIC: &str = "the core never panics";
+pub const DEPENDENCY_ORDER: &str = "dependency order respected";
 
 /// One broken invariant: which, and what exactly was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,11 +220,47 @@ fn transitions_of<'a>(
 
 /// Everything that must hold of any single state (after any committed command).
 pub fn check_state(state: &State) -> Result<(), Violation> {
+    check_dependencies(state)?;
     check_live_attempts(state)?;
     check_attempts(state)?;
     let u = usage(state);
     indexes_with(state, &u)?;
     capacity_with(state, &u)
+}
+
+/// Dependency order: a job runs (or ran) only after every job it depends on SUCCEEDED; a
+/// PENDING job still has an unfinished dependency and none failed; a job failed for a
+/// dependency has one that failed.
+pub fn check_dependencies(state: &State) -> Result<(), Violation> {
+    use barge_core::dependencies::{dependencies, Dependencies, REASON_DEPENDENCY_FAILED};
+    for job in state.jobs.values() {
+        if job.depends_on.is_empty() {
+            continue;
+        }
+        let deps = dependencies(state, job);
+        let ok = match job.status {
+            JobStatus::Runnable
+            | JobStatus::Starting
+            | JobStatus::Running
+            | JobStatus::Succeeded => deps == Dependencies::Met,
+            JobStatus::Pending => matches!(deps, Dependencies::Waiting(_)),
+            JobStatus::Failed if job.status_reason.as_deref() == Some(REASON_DEPENDENCY_FAILED) => {
+                matches!(deps, Dependencies::Failed(_))
+            }
+            _ => true,
+        };
+        if !ok {
+            return fail(
+                DEPENDENCY_ORDER,
+                format!(
+                    "job {} is {} while its dependencies stand at {deps:?}",
+                    job.id,
+                    job.status.as_str()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Invariant 3, within the state: `current` is Some exactly when the job is STARTING or RUNNING,
@@ -985,6 +1022,22 @@ pub fn could_run(state: &State, job: &Job) -> bool {
     let Some(queue) = state.job_queues.get(&job.queue) else {
         return false;
     };
+    // A job waits on its dependencies: it can run only if each has SUCCEEDED or could run
+    // itself (dependencies are older jobs, so this ends).
+    let deps_can_succeed = job
+        .depends_on
+        .iter()
+        .filter_map(|d| d.job_id.as_ref())
+        .all(|id| {
+            state.job(id).is_some_and(|dep| match dep.status {
+                JobStatus::Succeeded => true,
+                JobStatus::Failed => false,
+                _ => could_run(state, dep),
+            })
+        });
+    if !deps_can_succeed {
+        return false;
+    }
     queue.compute_environment_order.iter().any(|o| {
         let Some(ce) = state.compute_environments.get(&o.compute_environment) else {
             return false;

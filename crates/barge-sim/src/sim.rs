@@ -437,8 +437,21 @@ impl Sim {
                 for r in reports {
                     *per_job.entry(report_job(r)).or_insert(0) += 1;
                 }
+                // A job that finishes moves its PENDING dependents one step (RUNNABLE, or
+                // FAILED in a cascade); any other job not reported on must not move.
+                let pending: HashSet<String> = prev
+                    .jobs
+                    .values()
+                    .filter(|j| j.status == JobStatus::Pending)
+                    .map(|j| j.id.clone())
+                    .collect();
                 (
-                    Box::new(move |id: &str| per_job.get(id).copied().unwrap_or(0)),
+                    Box::new(move |id: &str| {
+                        per_job
+                            .get(id)
+                            .copied()
+                            .unwrap_or(usize::from(pending.contains(id)))
+                    }),
                     None,
                 )
             }

@@ -449,3 +449,23 @@ fn sabotaged_runs_fail_with_the_right_invariant() {
     }
     run_seed(0, 200).expect("the same seeds pass unsabotaged");
 }
+
+#[test]
+fn dependency_checker_catches_a_job_that_ran_before_its_dependency_succeeded() {
+    let mut s = base();
+    assert!(check_dependencies(&s).is_ok());
+    let mut early = job(&s, "j3");
+    early.id = "early".into();
+    early.seq = 99;
+    early.status = JobStatus::Runnable;
+    // j2 is still STARTING: a job depending on it must not be RUNNABLE yet.
+    early.depends_on = vec![JobDependency {
+        job_id: Some("j2".into()),
+        kind: None,
+    }];
+    s.put_job(early.clone());
+    violated(check_dependencies(&s), DEPENDENCY_ORDER);
+    early.status = JobStatus::Pending;
+    s.put_job(early);
+    assert!(check_dependencies(&s).is_ok());
+}

@@ -578,10 +578,19 @@ impl Sim {
         if self.rng.chance(20) {
             s.parameters.insert("word".into(), "override".into());
         }
-        if self.rng.chance(3) {
+        if self.rng.chance(15) {
+            for _ in 0..self.rng.range(1, 3) {
+                s.depends_on.push(JobDependency {
+                    job_id: Some(self.job_ref()),
+                    kind: None,
+                });
+            }
+        }
+        if self.rng.chance(1) {
+            // Array dependency types are refused until array jobs exist.
             s.depends_on.push(JobDependency {
                 job_id: Some(self.job_ref()),
-                kind: None,
+                kind: Some("N_TO_N".into()),
             });
         }
         Planned {
