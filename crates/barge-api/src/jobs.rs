@@ -427,12 +427,7 @@ struct CancelInput {
 pub async fn cancel<B: Backend>(b: &B, body: &[u8], terminate: bool) -> Result<Value, ApiError> {
     let i: CancelInput = parse(body)?;
     non_empty("jobId", &i.job_id)?;
-    non_empty("reason", &i.reason)?;
-    if i.reason.chars().count() > REASON_CHARS_MAX {
-        return Err(ApiError::client(format!(
-            "reason is longer than {REASON_CHARS_MAX} characters"
-        )));
-    }
+    check_reason(&i.reason)?;
     let job_id = name_from_reference(&i.job_id, ResourceKind::Job)
         .unwrap_or(&i.job_id)
         .to_string();
@@ -449,4 +444,94 @@ pub async fn cancel<B: Backend>(b: &B, body: &[u8], terminate: bool) -> Result<V
     };
     b.execute(command).await?;
     Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct CancelManyInput {
+    jobs: Vec<String>,
+    reason: String,
+}
+
+/// CancelJobs / TerminateJobs: each job as CancelJob / TerminateJob would treat it. Unknown ids
+/// count as successful, as AWS documents; per-job errors come back inside the 200.
+pub async fn cancel_many<B: Backend>(
+    b: &B,
+    body: &[u8],
+    terminate: bool,
+) -> Result<Value, ApiError> {
+    let i: CancelManyInput = parse(body)?;
+    if i.jobs.is_empty() || i.jobs.len() > BULK_JOBS_IDS_MAX {
+        return Err(ApiError::client(format!(
+            "jobs must list 1 to {BULK_JOBS_IDS_MAX} job ids, got {}",
+            i.jobs.len()
+        )));
+    }
+    check_reason(&i.reason)?;
+    let mut successful = Vec::new();
+    let mut errors = Vec::new();
+    for reference in i.jobs {
+        let job_id = name_from_reference(&reference, ResourceKind::Job)
+            .unwrap_or(&reference)
+            .to_string();
+        // AWS counts an unknown id as successful: there is nothing left to stop.
+        if b.snapshot().job(&job_id).is_none() {
+            successful.push(reference);
+            continue;
+        }
+        let reason = i.reason.clone();
+        let command = if terminate {
+            Command::TerminateJob { job_id, reason }
+        } else {
+            Command::CancelJob { job_id, reason }
+        };
+        match b.execute(command).await {
+            Ok(_) => successful.push(reference),
+            Err(e) => {
+                errors.push(json!({ "job": reference, "code": e.code, "message": e.message }))
+            }
+        }
+    }
+    Ok(json!({ "successful": successful, "errors": errors }))
+}
+
+/// A cancel/terminate reason: it becomes the job's statusReason.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    non_empty("reason", reason)?;
+    if reason.chars().count() > REASON_CHARS_MAX {
+        return Err(ApiError::client(format!(
+            "reason is longer than {REASON_CHARS_MAX} characters"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotInput {
+    job_queue: String,
+}
+
+/// GetJobQueueSnapshot: the first RUNNABLE jobs of a queue, in the order the scheduler takes
+/// them (submission order), each with the time it took its place.
+pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
+    let i: SnapshotInput = parse(body)?;
+    non_empty("jobQueue", &i.job_queue)?;
+    let state = b.snapshot();
+    let queue = name_from_reference(&i.job_queue, ResourceKind::JobQueue)
+        .filter(|q| state.job_queues.contains_key(*q))
+        .ok_or_else(|| ApiError::client(format!("job queue {} does not exist", i.job_queue)))?;
+    let jobs: Vec<Value> = state
+        .jobs_in(queue, JobStatus::Runnable)
+        .into_iter()
+        .flatten()
+        .take(QUEUE_SNAPSHOT_JOBS_MAX)
+        .map(|(_, id)| {
+            let job = &state.jobs[id];
+            json!({
+                "jobArn": state.identity.job_arn(id),
+                "earliestTimeAtPosition": job.runnable_at.unwrap_or(job.created_at),
+            })
+        })
+        .collect();
+    Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": b.now_ms() } }))
 }

@@ -71,9 +71,6 @@ const UNSUPPORTED: &[&str] = &[
     "deleteschedulingpolicy",
     "describeschedulingpolicies",
     "listschedulingpolicies",
-    "getjobqueuesnapshot",
-    "canceljobs",
-    "terminatejobs",
     "createconsumableresource",
     "updateconsumableresource",
     "deleteconsumableresource",
@@ -132,6 +129,7 @@ async fn batch_operation_inner<B: Backend>(
         "updatejobqueue" => compute::update_job_queue(backend, body).await,
         "deletejobqueue" => compute::delete_job_queue(backend, body).await,
         "describejobqueues" => compute::describe_job_queues(backend, body),
+        "getjobqueuesnapshot" => jobs::queue_snapshot(backend, body),
         "registerjobdefinition" => definitions::register(backend, body).await,
         "deregisterjobdefinition" => definitions::deregister(backend, body).await,
         "describejobdefinitions" => definitions::describe(backend, body),
@@ -140,6 +138,8 @@ async fn batch_operation_inner<B: Backend>(
         "listjobs" => jobs::list(backend, body),
         "canceljob" => jobs::cancel(backend, body, false).await,
         "terminatejob" => jobs::cancel(backend, body, true).await,
+        "canceljobs" => jobs::cancel_many(backend, body, false).await,
+        "terminatejobs" => jobs::cancel_many(backend, body, true).await,
         op if UNSUPPORTED.contains(&op) => Err(ApiError::client(format!(
             "The operation {op} is not supported by this version of Barge"
         ))),

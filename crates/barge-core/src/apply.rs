@@ -37,7 +37,7 @@ pub fn apply(
     let mark = changes.mark();
     let result = apply_inner(state, command, now_ms, changes);
     if result.is_ok() {
-        dependencies::settle(state, changes);
+        dependencies::settle(state, now_ms, changes);
     }
     if result.is_err() {
         *state = before;
@@ -741,6 +741,7 @@ fn submit_job(
         status: JobStatus::Submitted,
         status_reason: None,
         created_at: now,
+        runnable_at: None,
         started_at: None,
         stopped_at: None,
         parameters,
@@ -941,7 +942,10 @@ fn scheduler_pass(state: &mut State, plan: Plan, now: i64, changes: &mut Changes
         }
         let mut job = (**job).clone();
         match dependencies(state, &job) {
-            Dependencies::Met => job.status = JobStatus::Runnable,
+            Dependencies::Met => {
+                job.status = JobStatus::Runnable;
+                job.runnable_at = Some(now);
+            }
             Dependencies::Waiting(_) => job.status = JobStatus::Pending,
             Dependencies::Failed(_) => {
                 job.status = JobStatus::Failed;
@@ -1282,6 +1286,7 @@ fn finish_attempt(
         && evaluate_on_exit_retries(job, job.attempts.last().expect("just pushed"))
     {
         job.status = JobStatus::Runnable;
+        job.runnable_at = Some(at);
         job.status_reason = None;
     } else {
         job.status = JobStatus::Failed;

@@ -80,7 +80,7 @@ pub fn check_depends_on(
 /// Moves the PENDING dependents of every job that just finished: to RUNNABLE when all their
 /// dependencies have SUCCEEDED, to FAILED when one failed (which cascades, as the failed
 /// dependent is itself a job that just finished).
-pub(crate) fn settle(state: &mut State, changes: &mut Changes) {
+pub(crate) fn settle(state: &mut State, now: i64, changes: &mut Changes) {
     while let Some(finished) = state.newly_finished.pop() {
         for id in state.dependents_of(&finished) {
             let Some(job) = state.job(&id) else { continue };
@@ -94,8 +94,9 @@ pub(crate) fn settle(state: &mut State, changes: &mut Changes) {
             };
             let mut job = (**job).clone();
             job.status = next;
-            if next == JobStatus::Failed {
-                job.status_reason = Some(REASON_DEPENDENCY_FAILED.to_string());
+            match next {
+                JobStatus::Failed => job.status_reason = Some(REASON_DEPENDENCY_FAILED.to_string()),
+                _ => job.runnable_at = Some(now),
             }
             state.put_job(job);
             changes.dirty.push(Key::Job(id));

@@ -22,6 +22,10 @@ pub const TAG_VALUE_CHARS_MAX: usize = 256;
 
 /// DescribeJobs takes at most this many ids (AWS: 100).
 pub const DESCRIBE_JOBS_IDS_MAX: usize = 100;
+/// GetJobQueueSnapshot shows this many jobs from the front of the queue (AWS: 100).
+pub const QUEUE_SNAPSHOT_JOBS_MAX: usize = 100;
+/// CancelJobs and TerminateJobs take at most this many ids (AWS: 50).
+pub const BULK_JOBS_IDS_MAX: usize = 50;
 /// Describe* pages (AWS: 1–100, default 100).
 pub const DESCRIBE_PAGE_ITEMS_MAX: usize = 100;
 /// ListJobs pages: up to 1000 when listing by status, 100 with filters (AWS).

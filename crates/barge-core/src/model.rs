@@ -335,6 +335,10 @@ pub struct Job {
     /// job's reason is derived from the current state instead, see `reason::why_waiting`.
     pub status_reason: Option<String>,
     pub created_at: i64,
+    /// When the job last became RUNNABLE: the time it took its place in the queue
+    /// (GetJobQueueSnapshot's earliestTimeAtPosition).
+    #[serde(default)]
+    pub runnable_at: Option<i64>,
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
     pub parameters: BTreeMap<String, String>,
