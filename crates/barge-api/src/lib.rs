@@ -17,6 +17,7 @@ use serde_json::Value;
 mod compute;
 mod definitions;
 pub mod error;
+pub mod extensions;
 mod jobs;
 pub mod logs;
 mod tags;

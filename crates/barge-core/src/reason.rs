@@ -2,7 +2,7 @@
 //! always true and never has to be written back for every queued job.
 
 use crate::model::*;
-use crate::resources::{agent_could_fit, format_vcpus};
+use crate::resources::{agent_could_fit, agent_has_room, ce_has_room, format_vcpus};
 use crate::state::State;
 
 /// The statusReason of a job that is not running and has no reason of its own. None for jobs
@@ -34,12 +34,97 @@ fn why_pending(state: &State, job: &Job) -> String {
     }
 }
 
-fn why_runnable(state: &State, job: &Job) -> String {
-    let Some(queue) = state.job_queues.get(&job.queue) else {
-        return format!("Job queue {} no longer exists", job.queue);
-    };
-    let res = job.resources;
-    let need = format!(
+/// What stands between a RUNNABLE job and one compute environment of its queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Obstacle {
+    /// Never: the job asks for more vCPUs than the environment's maxvCpus.
+    MaxVcpus {
+        ce: String,
+        max_milli: u64,
+    },
+    /// Never: no host of the environment is big enough.
+    HostTooSmall {
+        ce: String,
+        largest_vcpus_milli: u64,
+        largest_memory_mib: u64,
+    },
+    Disabled {
+        ce: String,
+    },
+    NoAgents {
+        ce: String,
+    },
+    /// Everything it needs is in use now.
+    Busy {
+        ce: String,
+        used_milli: u64,
+        max_milli: Option<u64>,
+    },
+    /// Nothing: there is room now, the next scheduling pass places it.
+    None {
+        ce: String,
+    },
+}
+
+impl Obstacle {
+    fn never(&self) -> bool {
+        matches!(
+            self,
+            Obstacle::MaxVcpus { .. } | Obstacle::HostTooSmall { .. }
+        )
+    }
+}
+
+/// One obstacle per compute environment of the job's queue, in the queue's order.
+pub fn obstacles(state: &State, queue: &JobQueue, res: Resources) -> Vec<Obstacle> {
+    let mut out = Vec::new();
+    for entry in &queue.compute_environment_order {
+        let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
+            continue;
+        };
+        let name = ce.name.clone();
+        let hosts: Vec<&Agent> = state
+            .agents
+            .values()
+            .map(|a| &**a)
+            .filter(|a| a.serves(ce))
+            .collect();
+        // A host too small is the more fundamental of the two "never"s: raising maxvCpus
+        // would not help it.
+        let obstacle = match ce.max_vcpus_milli() {
+            _ if !hosts.is_empty() && !hosts.iter().any(|a| agent_could_fit(a, res)) => {
+                Obstacle::HostTooSmall {
+                    ce: name,
+                    largest_vcpus_milli: hosts.iter().map(|a| a.vcpus_milli).max().unwrap_or(0),
+                    largest_memory_mib: hosts.iter().map(|a| a.memory_mib).max().unwrap_or(0),
+                }
+            }
+            Some(max) if u64::from(res.vcpus_milli) > max => Obstacle::MaxVcpus {
+                ce: name,
+                max_milli: max,
+            },
+            _ if ce.state != ResourceState::Enabled => Obstacle::Disabled { ce: name },
+            _ if hosts.is_empty() => Obstacle::NoAgents { ce: name },
+            _ => {
+                let used = state.ce_used_vcpus_milli(&ce.name);
+                if ce_has_room(ce, used, res) && hosts.iter().any(|a| agent_has_room(a, res)) {
+                    Obstacle::None { ce: name }
+                } else {
+                    Obstacle::Busy {
+                        ce: name,
+                        used_milli: used,
+                        max_milli: ce.max_vcpus_milli(),
+                    }
+                }
+            }
+        };
+        out.push(obstacle);
+    }
+    out
+}
+
+fn describe_need(res: Resources) -> String {
+    format!(
         "{} vCPU and {} MiB of memory{}",
         format_vcpus(u64::from(res.vcpus_milli)),
         res.memory_mib,
@@ -48,91 +133,146 @@ fn why_runnable(state: &State, job: &Job) -> String {
         } else {
             String::new()
         }
-    );
-    let mut never = Vec::new();
-    let mut disabled = Vec::new();
-    let mut busy = Vec::new();
-    let mut no_hosts = Vec::new();
-    for entry in &queue.compute_environment_order {
-        let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
-            continue;
-        };
-        let hosts: Vec<&Agent> = state
-            .agents
-            .values()
-            .map(|a| &**a)
-            .filter(|a| a.serves(ce))
-            .collect();
-        if let Some(max) = ce.max_vcpus_milli() {
-            if u64::from(res.vcpus_milli) > max {
-                never.push(format!(
-                    "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - compute environment {} allows at most {} vCPU (maxvCpus) and the job needs {}",
-                    ce.name,
-                    format_vcpus(max),
-                    format_vcpus(u64::from(res.vcpus_milli))
-                ));
-                continue;
-            }
-        }
-        if !hosts.is_empty() && !hosts.iter().any(|a| agent_could_fit(a, res)) {
-            let largest_mem = hosts.iter().map(|a| a.memory_mib).max().unwrap_or(0);
-            let largest_cpu = hosts.iter().map(|a| a.vcpus_milli).max().unwrap_or(0);
-            never.push(format!(
-                "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - the job needs {need}, and the largest host in compute environment {} has {} vCPU and {} MiB{}",
-                ce.name,
-                format_vcpus(largest_cpu),
-                largest_mem,
+    )
+}
+
+fn why_runnable(state: &State, job: &Job) -> String {
+    let Some(queue) = state.job_queues.get(&job.queue) else {
+        return format!("Job queue {} no longer exists", job.queue);
+    };
+    let res = job.resources;
+    let need = describe_need(res);
+    let found = obstacles(state, queue, res);
+    let names = |pick: &dyn Fn(&Obstacle) -> Option<String>| {
+        found.iter().filter_map(pick).collect::<Vec<_>>()
+    };
+    if let Some(Obstacle::None { ce }) = found.iter().find(|o| matches!(o, Obstacle::None { .. })) {
+        return format!("Waiting for the scheduler to place the job on compute environment {ce}");
+    }
+    if !found.is_empty() && found.iter().all(Obstacle::never) {
+        let parts = names(&|o| {
+            match o {
+            Obstacle::MaxVcpus { ce, max_milli } => Some(format!(
+                "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - compute environment {ce} allows at most {} vCPU (maxvCpus) and the job needs {}",
+                format_vcpus(*max_milli),
+                format_vcpus(u64::from(res.vcpus_milli))
+            )),
+            Obstacle::HostTooSmall { ce, largest_vcpus_milli, largest_memory_mib } => Some(format!(
+                "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - the job needs {need}, and the largest host in compute environment {ce} has {} vCPU and {largest_memory_mib} MiB{}",
+                format_vcpus(*largest_vcpus_milli),
                 if res.gpus > 0 { " and no GPU" } else { "" }
-            ));
-            continue;
+            )),
+            _ => None,
         }
-        if ce.state != ResourceState::Enabled {
-            disabled.push(ce.name.clone());
-            continue;
-        }
-        if hosts.is_empty() {
-            no_hosts.push(ce.name.clone());
-            continue;
-        }
-        let used = state.ce_used_vcpus_milli(&ce.name);
-        if crate::resources::ce_has_room(ce, used, res)
-            && hosts
-                .iter()
-                .any(|a| crate::resources::agent_has_room(a, res))
-        {
-            return format!(
-                "Waiting for the scheduler to place the job on compute environment {}",
-                ce.name
-            );
-        }
-        let cap = ce.max_vcpus_milli().map_or_else(
-            || format!("{} vCPU in use", format_vcpus(used)),
-            |m| format!("{} of {} vCPU in use", format_vcpus(used), format_vcpus(m)),
-        );
-        busy.push(format!("{} ({cap})", ce.name));
+        });
+        return parts.join("; ");
     }
-    let total = queue.compute_environment_order.len();
-    if never.len() == total && total > 0 {
-        return never.join("; ");
-    }
+    let busy = names(&|o| match o {
+        Obstacle::Busy {
+            ce,
+            used_milli,
+            max_milli,
+        } => Some(match max_milli {
+            Some(m) => format!(
+                "{ce} ({} of {} vCPU in use)",
+                format_vcpus(*used_milli),
+                format_vcpus(*m)
+            ),
+            None => format!("{ce} ({} vCPU in use)", format_vcpus(*used_milli)),
+        }),
+        _ => None,
+    });
     if !busy.is_empty() {
         return format!(
             "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - waiting for {need} to free up on compute environment {}",
             busy.join(", ")
         );
     }
-    if !no_hosts.is_empty() {
+    let no_agents = names(&|o| match o {
+        Obstacle::NoAgents { ce } => Some(ce.clone()),
+        _ => None,
+    });
+    if !no_agents.is_empty() {
         return format!(
             "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - no agent has joined compute environment {}; start `barge agent` for it",
-            no_hosts.join(", ")
+            no_agents.join(", ")
         );
     }
-    if !disabled.is_empty() {
-        return format!(
-            "Waiting: compute environment {} of job queue {} is DISABLED; enable it to run this job",
-            disabled.join(", "),
-            queue.name
-        );
+    let disabled = names(&|o| match o {
+        Obstacle::Disabled { ce } => Some(ce.clone()),
+        _ => None,
+    });
+    format!(
+        "Waiting: compute environment {} of job queue {} is DISABLED; enable it to run this job",
+        disabled.join(", "),
+        queue.name
+    )
+}
+
+/// `barge why`: the job's status, the reason it is where it is, how many jobs are ahead of it,
+/// and what would move it on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    /// RUNNABLE jobs ahead of it in its queue (submission order).
+    pub jobs_ahead: Option<usize>,
+    pub unblock: Vec<String>,
+}
+
+pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
+    let reason = job
+        .status_reason
+        .clone()
+        .or_else(|| why_waiting(state, job));
+    let mut unblock = Vec::new();
+    let mut jobs_ahead = None;
+    match job.status {
+        JobStatus::Pending => {
+            for id in job.depends_on.iter().filter_map(|d| d.job_id.as_ref()) {
+                if let Some(dep) = state.job(id).filter(|d| !d.status.is_terminal()) {
+                    unblock.push(format!(
+                        "job {id} ({}) must succeed; `barge why {id}` says what it waits for",
+                        dep.status.as_str()
+                    ));
+                }
+            }
+        }
+        JobStatus::Runnable => {
+            jobs_ahead = state
+                .jobs_in(&job.queue, JobStatus::Runnable)
+                .map(|set| set.range(..(job.seq, job.id.clone())).count());
+            if let Some(queue) = state.job_queues.get(&job.queue) {
+                let res = job.resources;
+                for o in obstacles(state, queue, res) {
+                    unblock.push(match o {
+                        Obstacle::MaxVcpus { ce, .. } => format!(
+                            "raise maxvCpus of compute environment {ce} to at least {} (aws batch update-compute-environment --compute-environment {ce} --compute-resources maxvCpus=N), or ask for fewer vCPUs",
+                            (u64::from(res.vcpus_milli)).div_ceil(1000)
+                        ),
+                        Obstacle::HostTooSmall { ce, .. } => format!(
+                            "ask for at most the largest host of compute environment {ce}, or add a bigger host to it (barge up --agent-vcpus / --agent-memory-mib)"
+                        ),
+                        Obstacle::Disabled { ce } => format!(
+                            "enable compute environment {ce} (aws batch update-compute-environment --compute-environment {ce} --state ENABLED)"
+                        ),
+                        Obstacle::NoAgents { ce } => format!("start an agent for compute environment {ce}"),
+                        Obstacle::Busy { ce, .. } => format!(
+                            "wait for jobs running on compute environment {ce} to finish, or raise its maxvCpus"
+                        ),
+                        Obstacle::None { ce } => format!(
+                            "nothing: compute environment {ce} has room, the next scheduling pass places it"
+                        ),
+                    });
+                }
+            }
+        }
+        _ => {}
     }
-    never.join("; ")
+    Diagnosis {
+        status: job.status,
+        reason,
+        jobs_ahead,
+        unblock,
+    }
 }

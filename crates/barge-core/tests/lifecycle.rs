@@ -762,3 +762,33 @@ fn cancelling_a_dependency_cascades() {
         Some("Dependent Job failed")
     );
 }
+
+#[test]
+fn diagnosis_counts_jobs_ahead_and_says_what_unblocks() {
+    let mut w = World::new(1, 1, 8192);
+    w.define("d", "1", "128", None);
+    let running = w.submit("q", "d");
+    let second = w.submit("q", "d");
+    let third = w.submit("q", "d");
+    let launches = w.schedule();
+    assert_eq!(launches[0].job_id, running);
+    let d = barge_core::reason::diagnose(&w.state, w.job(&third));
+    assert_eq!(d.status, JobStatus::Runnable);
+    assert_eq!(d.jobs_ahead, Some(1), "{second} is ahead");
+    assert!(d.reason.unwrap().starts_with("CAPACITY:"));
+    assert_eq!(d.unblock.len(), 1);
+    assert!(
+        d.unblock[0].contains("wait for jobs running on compute environment ce"),
+        "{:?}",
+        d.unblock
+    );
+    w.ok(Command::UpdateComputeEnvironment(
+        ComputeEnvironmentUpdate {
+            reference: "ce".into(),
+            state: Some(ResourceState::Disabled),
+            ..Default::default()
+        },
+    ));
+    let d = barge_core::reason::diagnose(&w.state, w.job(&third));
+    assert!(d.unblock[0].contains("--state ENABLED"), "{:?}", d.unblock);
+}

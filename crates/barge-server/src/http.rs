@@ -65,6 +65,14 @@ async fn handle(AxState(shared): AxState<Shared>, req: Request<Body>) -> Respons
     match (&parts.method, path.as_str()) {
         (&Method::GET, "/health") => Response::new(Body::from("ok\n")),
         (&Method::POST, "/") => logs(shared, &parts.headers, body).await,
+        (&Method::GET, p) if why_job_id(p).is_some() => {
+            let raw = why_job_id(p).unwrap_or_default();
+            let job_id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
+            respond(
+                barge_api::extensions::why(&shared, &job_id),
+                "application/json",
+            )
+        }
         (method, p) if p.starts_with("/v1/tags/") => {
             // Decode only the captured segment, so an encoded '/' in the ARN stays inside it.
             let raw = &p["/v1/tags/".len()..];
@@ -100,6 +108,13 @@ async fn handle(AxState(shared): AxState<Shared>, req: Request<Body>) -> Respons
             message: format!("{method} {p} is not an AWS Batch or CloudWatch Logs operation"),
         }),
     }
+}
+
+/// The job id in `/barge/v1/jobs/{jobId}/why`.
+fn why_job_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/barge/v1/jobs/")?
+        .strip_suffix("/why")
+        .filter(|id| !id.is_empty())
 }
 
 async fn logs(shared: Shared, headers: &HeaderMap, body: Body) -> Response {

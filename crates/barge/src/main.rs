@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use barge_core::arn::Identity;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod client;
 
 #[derive(Parser)]
 #[command(name = "barge", version, about = "AWS Batch that you run yourself")]
@@ -18,6 +20,88 @@ struct Cli {
 enum Commands {
     /// Start the control plane and a local agent, with state in a data directory.
     Up(UpArgs),
+    /// Say why a job is where it is, and what would move it on.
+    Why(WhyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct WhyArgs {
+    /// The job's id.
+    job_id: String,
+    /// Where Barge listens.
+    #[arg(long, env = "BARGE_ENDPOINT", default_value = "http://127.0.0.1:8433")]
+    endpoint: String,
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+/// `barge why`: exit 0 with the diagnosis, 1 when the job is unknown or Barge cannot answer.
+fn why(args: WhyArgs) -> anyhow::Result<std::process::ExitCode> {
+    let path = format!(
+        "/barge/v1/jobs/{}/why",
+        percent_encode_segment(&args.job_id)
+    );
+    let (status, body) = client::get(&args.endpoint, &path)?;
+    let value: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("Barge answered {status} with a body that is not JSON: {body}"))?;
+    if status != 200 {
+        let message = value["message"].as_str().unwrap_or(&body);
+        eprintln!("barge why: {message}");
+        return Ok(std::process::ExitCode::from(1));
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+        Output::Table => {
+            let text = |k: &str| value[k].as_str().unwrap_or("").to_string();
+            println!(
+                "job {} ({}) in job queue {}: {}",
+                text("jobId"),
+                text("jobName"),
+                text("jobQueue"),
+                text("status")
+            );
+            if let Some(reason) = value["statusReason"].as_str() {
+                println!("why: {reason}");
+            }
+            if let Some(n) = value["jobsAhead"].as_u64() {
+                println!(
+                    "ahead of it: {n} RUNNABLE job{}",
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            let steps: Vec<&str> = value["unblock"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            if !steps.is_empty() {
+                println!("to move it on:");
+                for step in steps {
+                    println!("  - {step}");
+                }
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Percent-encodes everything but unreserved characters, so any job id is one path segment.
+fn percent_encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[derive(clap::Args)]
@@ -54,7 +138,7 @@ fn host_memory_mib() -> anyhow::Result<u64> {
     Ok(kib / 1024)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
@@ -94,7 +178,9 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(barge_server::run_up(config))
+            runtime.block_on(barge_server::run_up(config))?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
+        Commands::Why(args) => why(args),
     }
 }
