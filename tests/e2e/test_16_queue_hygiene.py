@@ -69,3 +69,25 @@ def test_queue_snapshot_shows_the_front_of_the_queue_in_order(batch, aws):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         batch.get_job_queue_snapshot(jobQueue="no-such-queue")
     assert "no-such-queue" in e.value.response["Error"]["Message"]
+
+
+def test_job_state_time_limit_actions_are_validated_and_echoed(batch):
+    ce = create_ce(batch, max_vcpus=2)["computeEnvironmentName"]
+    action = {"reason": "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT", "state": "RUNNABLE",
+              "maxTimeSeconds": 600, "action": "CANCEL"}
+    q = create_queue(batch, [ce], jobStateTimeLimitActions=[action])["jobQueueName"]
+    described = batch.describe_job_queues(jobQueues=[q])["jobQueues"][0]
+    assert described["jobStateTimeLimitActions"] == [action]
+    bad = [
+        ({**action, "maxTimeSeconds": 599}, "maxTimeSeconds"),
+        ({**action, "reason": "CAPACITY:SOMETHING_ELSE"}, "reason"),
+        ({**action, "action": "TERMINATE"}, "TERMINATE"),
+        ({**action, "state": "PENDING"}, "state"),
+    ]
+    for candidate, words in bad:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            batch.update_job_queue(jobQueue=q, jobStateTimeLimitActions=[candidate])
+        assert e.value.response["Error"]["Code"] == "ClientException"
+        assert words in e.value.response["Error"]["Message"], e.value.response["Error"]["Message"]
+    batch.update_job_queue(jobQueue=q, jobStateTimeLimitActions=[])
+    assert "jobStateTimeLimitActions" not in batch.describe_job_queues(jobQueues=[q])["jobQueues"][0]

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use barge_core::arn::{name_from_reference, ResourceKind};
 use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate};
-use barge_core::limits::DESCRIBE_PAGE_ITEMS_MAX;
+use barge_core::limits::{
+    DESCRIBE_PAGE_ITEMS_MAX, STATE_TIME_LIMIT_SECONDS_MAX, STATE_TIME_LIMIT_SECONDS_MIN,
+};
 use barge_core::model::*;
 use barge_core::{Command, State};
 use serde::Deserialize;
@@ -328,7 +330,36 @@ struct CreateJobQueueInput {
     job_queue_type: Option<String>,
     #[serde(default)]
     tags: Tags,
-    job_state_time_limit_actions: Option<Vec<Value>>,
+    job_state_time_limit_actions: Option<Vec<JobStateTimeLimitAction>>,
+}
+
+/// The statusReasons a jobStateTimeLimitAction may name (AWS).
+const STATE_TIME_LIMIT_REASONS: &[&str] = &[
+    "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+    "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+    "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+    "MISCONFIGURATION:EC2_INSTANCE_CONFIGURATION_UNSUPPORTED",
+];
+
+fn check_time_limit_actions(actions: &[JobStateTimeLimitAction]) -> Result<(), ApiError> {
+    for (n, a) in actions.iter().enumerate() {
+        let at = format!("jobStateTimeLimitActions[{n}]");
+        check_enum(&format!("{at}.reason"), &a.reason, STATE_TIME_LIMIT_REASONS)?;
+        check_enum(&format!("{at}.state"), &a.state, &["RUNNABLE"])?;
+        check_range(
+            &format!("{at}.maxTimeSeconds"),
+            a.max_time_seconds,
+            STATE_TIME_LIMIT_SECONDS_MIN,
+            STATE_TIME_LIMIT_SECONDS_MAX,
+        )?;
+        if a.action == "TERMINATE" {
+            return Err(ApiError::client(format!(
+                "{at}.action TERMINATE applies only to SageMaker job queues; use CANCEL"
+            )));
+        }
+        check_enum(&format!("{at}.action"), &a.action, &["CANCEL"])?;
+    }
+    Ok(())
 }
 
 const JOB_QUEUE_PRIORITY_MAX: i64 = i32::MAX as i64;
@@ -368,15 +399,15 @@ pub async fn create_job_queue<B: Backend>(b: &B, body: &[u8]) -> Result<Value, A
     if let Some(t) = i.job_queue_type {
         other.insert("jobQueueType".into(), Value::String(t));
     }
-    if let Some(a) = i.job_state_time_limit_actions {
-        other.insert("jobStateTimeLimitActions".into(), Value::Array(a));
-    }
+    let actions = i.job_state_time_limit_actions.unwrap_or_default();
+    check_time_limit_actions(&actions)?;
     let q = JobQueue {
         name: i.job_queue_name,
         state: parse_state("state", &i.state)?.unwrap_or(ResourceState::Enabled),
         priority: i.priority,
         compute_environment_order: parse_order(order)?,
         scheduling_policy_arn: i.scheduling_policy_arn,
+        job_state_time_limit_actions: actions,
         tags: i.tags,
         other,
     };
@@ -397,7 +428,7 @@ struct UpdateJobQueueInput {
     priority: Option<i64>,
     compute_environment_order: Option<Vec<OrderInput>>,
     service_environment_order: Option<Value>,
-    job_state_time_limit_actions: Option<Vec<Value>>,
+    job_state_time_limit_actions: Option<Vec<JobStateTimeLimitAction>>,
 }
 
 pub async fn update_job_queue<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
@@ -411,9 +442,8 @@ pub async fn update_job_queue<B: Backend>(b: &B, body: &[u8]) -> Result<Value, A
             "serviceEnvironmentOrder (SageMaker queues) is not supported by this version of Barge",
         ));
     }
-    let mut other = Map::new();
-    if let Some(a) = i.job_state_time_limit_actions {
-        other.insert("jobStateTimeLimitActions".into(), Value::Array(a));
+    if let Some(actions) = &i.job_state_time_limit_actions {
+        check_time_limit_actions(actions)?;
     }
     let u = JobQueueUpdate {
         reference: i.job_queue,
@@ -421,7 +451,8 @@ pub async fn update_job_queue<B: Backend>(b: &B, body: &[u8]) -> Result<Value, A
         priority: i.priority,
         compute_environment_order: i.compute_environment_order.map(parse_order).transpose()?,
         scheduling_policy_arn: i.scheduling_policy_arn,
-        other,
+        job_state_time_limit_actions: i.job_state_time_limit_actions,
+        other: Map::new(),
     };
     let reply = b.execute(Command::UpdateJobQueue(u)).await?;
     let barge_core::Reply::JobQueue { name } = reply else {
@@ -471,6 +502,8 @@ pub fn render_job_queue(state: &State, q: &JobQueue) -> Value {
         "statusReason": "JobQueue Healthy",
         "priority": q.priority,
         "computeEnvironmentOrder": order,
+        "jobStateTimeLimitActions": (!q.job_state_time_limit_actions.is_empty())
+            .then_some(&q.job_state_time_limit_actions),
         "tags": q.tags,
     });
     merge_other(&mut v, &q.other);

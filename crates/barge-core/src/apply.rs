@@ -111,6 +111,19 @@ fn apply_inner(
             Ok(Reply::Reports { refused })
         }
         Command::SchedulerPass(plan) => Ok(scheduler_pass(state, plan, now, changes)),
+        Command::EnforceStateTimeLimits => {
+            for (id, reason) in due_state_time_limits(state, now) {
+                let mut job = (**state.job(&id).expect("due jobs exist")).clone();
+                job.status = JobStatus::Failed;
+                job.is_cancelled = true;
+                job.status_reason = Some(format!(
+                    "Canceled by JobStateTimeLimit action due to reason: {reason}"
+                ));
+                state.put_job(job);
+                changes.dirty.push(Key::Job(id));
+            }
+            Ok(Reply::Done)
+        }
         Command::EnforceTimeouts => {
             for id in due_timeouts(state, now) {
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();
@@ -454,6 +467,9 @@ fn update_job_queue(
     }
     if let Some(p) = u.priority {
         q.priority = p;
+    }
+    if let Some(actions) = u.job_state_time_limit_actions {
+        q.job_state_time_limit_actions = actions;
     }
     if let Some(order) = u.compute_environment_order {
         q.compute_environment_order = resolve_order(state, order)?;
@@ -1316,6 +1332,38 @@ pub fn due_timeouts(state: &State, now: i64) -> Vec<String> {
                 if now >= started.saturating_add(limit_ms) {
                     due.push(id.clone());
                 }
+            }
+        }
+    }
+    due
+}
+
+/// RUNNABLE jobs that a queue's jobStateTimeLimitActions cancel now: their statusReason
+/// starts with the action's reason and they have been RUNNABLE for its maxTimeSeconds. Barge
+/// does not let a job that can never fit block its queue, so every such job is considered,
+/// not only the head of the queue; the time counts from when the job last became RUNNABLE.
+pub fn due_state_time_limits(state: &State, now: i64) -> Vec<(String, String)> {
+    let mut due = Vec::new();
+    for queue in state.job_queues.values() {
+        if queue.job_state_time_limit_actions.is_empty() {
+            continue;
+        }
+        let runnable = state
+            .jobs_in(&queue.name, JobStatus::Runnable)
+            .into_iter()
+            .flatten();
+        for (_, id) in runnable.take(STATE_TIME_LIMIT_SCAN_PER_QUEUE_MAX) {
+            let job = &state.jobs[id];
+            let since = job.runnable_at.unwrap_or(job.created_at);
+            let Some(reason) = crate::reason::why_waiting(state, job) else {
+                continue;
+            };
+            let action = queue.job_state_time_limit_actions.iter().find(|a| {
+                reason.starts_with(a.reason.as_str())
+                    && now.saturating_sub(since) >= a.max_time_seconds.saturating_mul(1000)
+            });
+            if let Some(a) = action {
+                due.push((id.clone(), a.reason.clone()));
             }
         }
     }

@@ -63,6 +63,8 @@ pub enum Command {
     SchedulerPass(Plan),
     /// Stops every RUNNING attempt whose timeout.attemptDurationSeconds has passed.
     EnforceTimeouts,
+    /// Takes the job queues' jobStateTimeLimitActions that have come due.
+    EnforceStateTimeLimits,
 }
 
 impl Command {
@@ -88,6 +90,7 @@ impl Command {
             Command::AgentReports { .. } => "AgentReports",
             Command::SchedulerPass(_) => "SchedulerPass",
             Command::EnforceTimeouts => "EnforceTimeouts",
+            Command::EnforceStateTimeLimits => "EnforceStateTimeLimits",
         }
     }
 }
@@ -113,6 +116,7 @@ pub struct JobQueueUpdate {
     pub priority: Option<i64>,
     pub compute_environment_order: Option<Vec<ComputeEnvironmentOrder>>,
     pub scheduling_policy_arn: Option<String>,
+    pub job_state_time_limit_actions: Option<Vec<JobStateTimeLimitAction>>,
     pub other: Map<String, Value>,
 }
 

@@ -54,6 +54,13 @@ pub const ATTEMPT_DURATION_SECONDS_MIN: u64 = 60;
 /// schedulingPriority (AWS: 0–9999).
 pub const SCHEDULING_PRIORITY_MAX: i32 = 9999;
 
+/// jobStateTimeLimitActions.maxTimeSeconds (AWS: 600–86,400).
+pub const STATE_TIME_LIMIT_SECONDS_MIN: i64 = 600;
+pub const STATE_TIME_LIMIT_SECONDS_MAX: i64 = 86_400;
+/// RUNNABLE jobs per queue that one check of the time-limit actions looks at (front first),
+/// so the once-a-second check stays cheap however deep the queue.
+pub const STATE_TIME_LIMIT_SCAN_PER_QUEUE_MAX: usize = 10_000;
+
 /// SIGTERM → SIGKILL grace when a job is terminated (AWS documents 30 s for timeouts).
 pub const STOP_GRACE_MS: u64 = 30_000;
 

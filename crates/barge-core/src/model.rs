@@ -163,9 +163,23 @@ pub struct JobQueue {
     /// Sorted by `order`, ascending: the order the scheduler tries them in.
     pub compute_environment_order: Vec<ComputeEnvironmentOrder>,
     pub scheduling_policy_arn: Option<String>,
+    /// Cancel RUNNABLE jobs stuck for too long on a given reason.
+    #[serde(default)]
+    pub job_state_time_limit_actions: Vec<JobStateTimeLimitAction>,
     pub tags: Tags,
-    /// Members recorded for echo (jobStateTimeLimitActions, jobQueueType, …).
+    /// Members recorded for echo (jobQueueType, …).
     pub other: Map<String, Value>,
+}
+
+/// AWS's JobStateTimeLimitAction: when a RUNNABLE job's statusReason has matched `reason`
+/// for `max_time_seconds`, take `action` (CANCEL).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStateTimeLimitAction {
+    pub reason: String,
+    pub state: String,
+    pub max_time_seconds: i64,
+    pub action: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

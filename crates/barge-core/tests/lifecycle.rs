@@ -180,6 +180,7 @@ fn queue(name: &str, priority: i64, ces: &[&str]) -> JobQueue {
             })
             .collect(),
         scheduling_policy_arn: None,
+        job_state_time_limit_actions: Vec::new(),
         tags: Tags::new(),
         other: Map::new(),
     }
@@ -791,4 +792,51 @@ fn diagnosis_counts_jobs_ahead_and_says_what_unblocks() {
     ));
     let d = barge_core::reason::diagnose(&w.state, w.job(&third));
     assert!(d.unblock[0].contains("--state ENABLED"), "{:?}", d.unblock);
+}
+
+#[test]
+fn state_time_limit_actions_cancel_jobs_stuck_on_their_reason() {
+    let mut w = World::new(1, 4, 8192);
+    let mut q = queue("limited", 1, &["ce"]);
+    q.job_state_time_limit_actions = vec![JobStateTimeLimitAction {
+        reason: "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE".into(),
+        state: "RUNNABLE".into(),
+        max_time_seconds: 600,
+        action: "CANCEL".into(),
+    }];
+    w.ok(Command::CreateJobQueue(q));
+    w.define("big", "2", "128", None);
+    w.define("small", "1", "128", None);
+    let big = w.submit("limited", "big");
+    let small = w.submit("limited", "small");
+    let busy = w.submit("limited", "small");
+    let launches = w.schedule();
+    assert_eq!(launches[0].job_id, small);
+    let became_runnable = w.job(&big).runnable_at.unwrap();
+    assert_eq!(
+        w.job(&busy).status,
+        JobStatus::Runnable,
+        "waits for capacity, a reason no action names"
+    );
+    assert!(
+        barge_core::apply::due_state_time_limits(&w.state, became_runnable + 599_999).is_empty()
+    );
+    let due = barge_core::apply::due_state_time_limits(&w.state, became_runnable + 600_000);
+    assert_eq!(
+        due,
+        vec![(
+            big.clone(),
+            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE".to_string()
+        )]
+    );
+    w.now = became_runnable + 600_000;
+    w.ok(Command::EnforceStateTimeLimits);
+    let job = w.job(&big);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.is_cancelled);
+    assert_eq!(
+        job.status_reason.as_deref(),
+        Some("Canceled by JobStateTimeLimit action due to reason: MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE")
+    );
+    assert_eq!(w.job(&busy).status, JobStatus::Runnable);
 }

@@ -102,6 +102,7 @@ fn default_job_queue() -> JobQueue {
             compute_environment: "default".into(),
         }],
         scheduling_policy_arn: None,
+        job_state_time_limit_actions: Vec::new(),
         tags: Tags::new(),
         other: Map::new(),
     }

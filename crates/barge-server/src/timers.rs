@@ -1,10 +1,10 @@
-//! Time-driven changes: timeouts. Checked against the snapshot once a second; a command is sent
+//! Time-driven changes: attempt timeouts and the job queues' time-limit actions. Checked against the snapshot once a second; a command is sent
 //! to the writer only when something is due.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use barge_core::apply::due_timeouts;
+use barge_core::apply::{due_state_time_limits, due_timeouts};
 use barge_core::Command;
 use tokio::sync::Notify;
 
@@ -18,9 +18,19 @@ pub async fn run(shared: Shared, shutdown: Arc<Notify>) {
             _ = tokio::time::sleep(Duration::from_millis(TIMER_CHECK_MS)) => {}
             _ = shutdown.notified() => return,
         }
-        if !due_timeouts(&shared.published.load(), now_ms()).is_empty() {
-            if let Err(e) = shared.execute(Command::EnforceTimeouts).await {
-                tracing::warn!("timeouts not enforced this round: {e}");
+        let due = {
+            let state = shared.published.load();
+            let now = now_ms();
+            [
+                (!due_timeouts(&state, now).is_empty()).then_some(Command::EnforceTimeouts),
+                (!due_state_time_limits(&state, now).is_empty())
+                    .then_some(Command::EnforceStateTimeLimits),
+            ]
+        };
+        for command in due.into_iter().flatten() {
+            let name = command.name();
+            if let Err(e) = shared.execute(command).await {
+                tracing::warn!("{name} not applied this round: {e}");
             }
         }
     }

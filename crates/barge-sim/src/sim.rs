@@ -55,6 +55,8 @@ pub struct Summary {
     pub drain_rounds: u64,
     /// Jobs that ended FAILED by their timeout.
     pub jobs_timed_out: u64,
+    /// Jobs cancelled by a queue's jobStateTimeLimitActions.
+    pub jobs_time_limited: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -77,6 +79,7 @@ impl Summary {
         self.lost_batches += o.lost_batches;
         self.drain_rounds += o.drain_rounds;
         self.jobs_timed_out += o.jobs_timed_out;
+        self.jobs_time_limited += o.jobs_time_limited;
     }
 }
 

@@ -76,6 +76,7 @@ fn base() -> State {
                 compute_environment: "ce".into(),
             }],
             scheduling_policy_arn: None,
+            job_state_time_limit_actions: Vec::new(),
             tags: Tags::new(),
             other: Map::new(),
         }),

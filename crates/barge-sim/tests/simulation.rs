@@ -69,6 +69,10 @@ fn seeded_simulations_hold_every_invariant() {
         );
         assert!(total.retries > 0, "no retries: {total:?}");
         assert!(total.jobs_timed_out > 0, "no timeouts: {total:?}");
+        assert!(
+            total.jobs_time_limited > 0,
+            "no time-limit actions: {total:?}"
+        );
         assert!(total.reports_refused > 0, "no stale reports: {total:?}");
         assert!(total.restarts > 0 && total.lost_batches > 0, "{total:?}");
         assert!(total.agents_lost > 0, "{total:?}");

@@ -297,6 +297,24 @@ impl Sim {
             } else {
                 None
             },
+            // Short enough for the simulated clock's quiet spells to reach.
+            job_state_time_limit_actions: if self.rng.chance(30) {
+                vec![JobStateTimeLimitAction {
+                    reason: self
+                        .rng
+                        .pick(&[
+                            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+                            "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+                            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+                        ])
+                        .to_string(),
+                    state: "RUNNABLE".into(),
+                    max_time_seconds: 600,
+                    action: "CANCEL".into(),
+                }]
+            } else {
+                Vec::new()
+            },
             tags: Tags::new(),
             other: Map::new(),
         };

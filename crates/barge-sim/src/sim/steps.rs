@@ -89,11 +89,22 @@ impl Sim {
             }
             StepKind::AgentLost => self.agent_lost(),
             StepKind::Timeouts => {
-                // A quiet spell long enough for timeouts (60–120 s) to come due.
-                self.now_ms += self.rng.range(0, 90_000);
+                // A quiet spell long enough for timeouts (60–120 s) to come due, and now and
+                // then for the queues' time-limit actions (600 s) too.
+                self.now_ms += if self.rng.chance(20) {
+                    self.rng.range(0, 700_000)
+                } else {
+                    self.rng.range(0, 90_000)
+                };
                 self.run_one(Planned {
                     what: "enforce timeouts".into(),
                     command: Command::EnforceTimeouts,
+                    note: Note::MustSucceed,
+                })
+                .map(drop)?;
+                self.run_one(Planned {
+                    what: "enforce job state time limits".into(),
+                    command: Command::EnforceStateTimeLimits,
                     note: Note::MustSucceed,
                 })
                 .map(drop)
@@ -804,6 +815,13 @@ impl Sim {
                     self.summary.jobs_failed += 1;
                     if job.status_reason.as_deref() == Some(barge_core::apply::REASON_TIMEOUT) {
                         self.summary.jobs_timed_out += 1;
+                    }
+                    if job
+                        .status_reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("Canceled by JobStateTimeLimit"))
+                    {
+                        self.summary.jobs_time_limited += 1;
                     }
                 }
                 _ if check::could_run(&self.state, job) => {
