@@ -1184,21 +1184,19 @@ fn append_logs(
         }
     };
     for line in lines {
-        stream.first_event_at = Some(
-            stream
-                .first_event_at
-                .map_or(line.timestamp_ms, |t| t.min(line.timestamp_ms)),
-        );
-        stream.last_event_at = Some(
-            stream
-                .last_event_at
-                .map_or(line.timestamp_ms, |t| t.max(line.timestamp_ms)),
-        );
+        // Events are stored in arrival order, and readers expect their timestamps in that
+        // order too (CloudWatch sorts by time). stdout and stderr are read apart, so a line may
+        // arrive a moment after a later-stamped one: it takes that one's time instead.
+        let timestamp_ms = stream
+            .last_event_at
+            .map_or(line.timestamp_ms, |t| t.max(line.timestamp_ms));
+        stream.first_event_at.get_or_insert(timestamp_ms);
+        stream.last_event_at = Some(timestamp_ms);
         stream.stored_bytes += line.message.len() as u64;
         changes.log_events.push(NewLogEvent {
             stream_number: stream.number,
             seq: stream.next_event_seq,
-            timestamp_ms: line.timestamp_ms,
+            timestamp_ms,
             ingestion_ms: now,
             message: line.message,
         });

@@ -840,3 +840,42 @@ fn state_time_limit_actions_cancel_jobs_stuck_on_their_reason() {
     );
     assert_eq!(w.job(&busy).status, JobStatus::Runnable);
 }
+
+#[test]
+fn log_event_timestamps_never_go_backwards_within_a_stream() {
+    let mut w = World::new(4, 4, 8192);
+    w.define("d", "1", "128", None);
+    let id = w.submit("q", "d");
+    let spec = w.schedule().remove(0);
+    w.report(AgentReport::Running {
+        job_id: id.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        at_ms: 100,
+    });
+    let line = |t: i64, m: &str| LogLine {
+        timestamp_ms: t,
+        message: m.into(),
+    };
+    let (r, changes) = w.run(Command::AgentReports {
+        agent_id: "i-1".into(),
+        reports: vec![AgentReport::Logs {
+            job_id: id.clone(),
+            attempt_id: spec.attempt_id.clone(),
+            // stdout read at 205, stderr read at 203 but arriving after it
+            lines: vec![
+                line(200, "a"),
+                line(205, "b"),
+                line(203, "c"),
+                line(210, "d"),
+            ],
+        }],
+    });
+    r.unwrap();
+    let stamps: Vec<i64> = changes.log_events.iter().map(|e| e.timestamp_ms).collect();
+    assert_eq!(stamps, vec![200, 205, 205, 210]);
+    let stream = &w.state.log_streams[&spec.log_stream_name];
+    assert_eq!(
+        (stream.first_event_at, stream.last_event_at),
+        (Some(200), Some(210))
+    );
+}
