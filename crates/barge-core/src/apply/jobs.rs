@@ -1,0 +1,235 @@
+//! Jobs: submit (overrides, parameters, dependencies), cancel and terminate.
+
+use super::*;
+
+/// Replaces `Ref::name` in each argument with the parameter's value. Longer names first, so
+/// `Ref::ab` is not eaten by a parameter `a`. Unknown names stay literal, as moto and AWS do.
+pub fn substitute_parameters(
+    command: &[String],
+    parameters: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut names: Vec<&String> = parameters.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    command
+        .iter()
+        .map(|arg| {
+            if !arg.contains("Ref::") {
+                return arg.clone();
+            }
+            let mut out = arg.clone();
+            for name in &names {
+                out = out.replace(&format!("Ref::{name}"), &parameters[*name]);
+            }
+            out
+        })
+        .collect()
+}
+
+/// The definition's container with submit-time overrides: command replaced, environment
+/// merged by name, resourceRequirements replaced per type, deprecated vcpus/memory only where
+/// the definition has no requirement of that type.
+pub(super) fn effective_container(
+    base: &ContainerProperties,
+    overrides: Option<&ContainerOverrides>,
+    parameters: &BTreeMap<String, String>,
+) -> Result<ContainerProperties, CoreError> {
+    let mut c = base.clone();
+    if let Some(o) = overrides {
+        check_environment(&o.environment, "containerOverrides.environment")?;
+        check_requirements(&o.resource_requirements)?;
+        if let Some(cmd) = &o.command {
+            c.command = Some(cmd.clone());
+        }
+        if let Some(env) = &o.environment {
+            let mut merged = c.environment.take().unwrap_or_default();
+            for kv in env {
+                match merged.iter_mut().find(|e| e.name == kv.name) {
+                    Some(existing) => existing.value = kv.value.clone(),
+                    None => merged.push(kv.clone()),
+                }
+            }
+            c.environment = Some(merged);
+        }
+        let has_req = |c: &ContainerProperties, kind: &str| {
+            c.resource_requirements
+                .iter()
+                .flatten()
+                .any(|r| r.kind == kind)
+        };
+        if let Some(v) = o.vcpus {
+            if !has_req(&c, "VCPU") {
+                c.vcpus = Some(v);
+            }
+        }
+        if let Some(m) = o.memory {
+            if !has_req(&c, "MEMORY") {
+                c.memory = Some(m);
+            }
+        }
+        if let Some(reqs) = &o.resource_requirements {
+            let mut merged = c.resource_requirements.take().unwrap_or_default();
+            for r in reqs {
+                match merged.iter_mut().find(|e| e.kind == r.kind) {
+                    Some(existing) => existing.value = r.value.clone(),
+                    None => merged.push(r.clone()),
+                }
+            }
+            c.resource_requirements = Some(merged);
+        }
+        if let Some(t) = &o.instance_type {
+            c.other
+                .insert("instanceType".into(), serde_json::Value::String(t.clone()));
+        }
+    }
+    if let Some(cmd) = &c.command {
+        c.command = Some(substitute_parameters(cmd, parameters));
+    }
+    Ok(c)
+}
+
+pub(super) fn submit_job(
+    state: &mut State,
+    s: SubmitJob,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    let queue_name = find_queue_name(state, &s.queue)?;
+    if state.job_queues[&queue_name].state != ResourceState::Enabled {
+        return Err(CoreError::Conflict(format!(
+            "job queue {queue_name} is DISABLED and accepts no new jobs; enable it or submit to another queue"
+        )));
+    }
+    let def = resolve_definition(state, &s.definition)?;
+    if def.status != DefinitionStatus::Active {
+        return Err(CoreError::Conflict(format!(
+            "job definition {}:{} is INACTIVE; submit with an ACTIVE revision",
+            def.name, def.revision
+        )));
+    }
+    if def.kind != "container" {
+        return Err(CoreError::Invalid(format!(
+            "job definition {}:{} has type {}; Barge runs only type container jobs so far",
+            def.name, def.revision, def.kind
+        )));
+    }
+    let Some(base) = def.container_properties.as_ref() else {
+        return Err(CoreError::Invalid(format!(
+            "job definition {}:{} has no containerProperties; Barge runs only containerProperties jobs so far",
+            def.name, def.revision
+        )));
+    };
+    if state.jobs.contains_key(&s.job_id) {
+        return Err(CoreError::Conflict(format!(
+            "job {} already exists",
+            s.job_id
+        )));
+    }
+    let depends_on = check_depends_on(state, &s.job_id, s.depends_on)?;
+    let mut parameters = def.parameters.clone();
+    parameters.extend(s.parameters);
+    let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
+    let resources = resources_of(&container)?;
+    let job = Job {
+        id: s.job_id.clone(),
+        name: s.name.clone(),
+        seq: state.next_job_seq,
+        queue: queue_name,
+        definition_name: def.name.clone(),
+        definition_revision: def.revision,
+        status: JobStatus::Submitted,
+        status_reason: None,
+        created_at: now,
+        runnable_at: None,
+        started_at: None,
+        stopped_at: None,
+        parameters,
+        container,
+        resources,
+        retry_strategy: s.retry_strategy.or_else(|| def.retry_strategy.clone()),
+        timeout: s.timeout.or_else(|| def.timeout.clone()),
+        propagate_tags: s.propagate_tags.or(def.propagate_tags),
+        platform_capabilities: def.platform_capabilities.clone(),
+        scheduling_priority: s.scheduling_priority_override.or(def.scheduling_priority),
+        share_identifier: s.share_identifier,
+        depends_on,
+        tags: s.tags,
+        attempts: Vec::new(),
+        current: None,
+        is_cancelled: false,
+        is_terminated: false,
+        stop_reason: None,
+    };
+    state.put_job(job);
+    changes.dirty.push(Key::Job(s.job_id.clone()));
+    changes.schedule = true;
+    Ok(Reply::Job {
+        id: s.job_id,
+        name: s.name,
+    })
+}
+
+pub(super) fn find_job(state: &State, job_id: &str) -> Result<Job, CoreError> {
+    state
+        .job(job_id)
+        .map(|j| (**j).clone())
+        .ok_or_else(|| CoreError::NotFound(format!("job {job_id} does not exist")))
+}
+
+pub(super) fn cancel_job(
+    state: &mut State,
+    job_id: &str,
+    reason: String,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    let mut job = find_job(state, job_id)?;
+    // AWS: cancel stops only jobs that have not started; for the others it is a no-op.
+    if job.status.is_before_start() {
+        job.status = JobStatus::Failed;
+        job.status_reason = Some(reason);
+        job.is_cancelled = true;
+        state.put_job(job);
+        changes.dirty.push(Key::Job(job_id.to_string()));
+    }
+    Ok(Reply::Done)
+}
+
+pub(super) fn terminate_job(
+    state: &mut State,
+    job_id: &str,
+    reason: String,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    let mut job = find_job(state, job_id)?;
+    match job.status {
+        s if s.is_before_start() => {
+            job.status = JobStatus::Failed;
+            job.status_reason = Some(reason);
+            job.is_terminated = true;
+        }
+        JobStatus::Starting | JobStatus::Running => {
+            // The job fails when the agent reports the attempt's exit, so capacity is freed
+            // only once the process tree is really gone.
+            if job.stop_reason.is_some() {
+                return Ok(Reply::Done);
+            }
+            let attempt = job
+                .current
+                .as_ref()
+                .expect("a live job has a current attempt");
+            changes.effects.push(Effect::Agent {
+                agent_id: attempt.agent_id.clone(),
+                instruction: AgentInstruction::Stop {
+                    job_id: job.id.clone(),
+                    attempt_id: attempt.id.clone(),
+                    grace_ms: STOP_GRACE_MS,
+                },
+            });
+            job.stop_reason = Some(reason);
+            job.is_terminated = true;
+        }
+        _ => return Ok(Reply::Done),
+    }
+    state.put_job(job);
+    changes.dirty.push(Key::Job(job_id.to_string()));
+    Ok(Reply::Done)
+}

@@ -1,0 +1,163 @@
+//! The one place state changes: `apply(state, command, now)`. Each command either applies
+//! whole or not at all (the state is restored on error; clones are O(1)).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::agent::{AgentInstruction, AgentReport, AttemptSpec, LogLine};
+use crate::arn::{name_from_reference, parse_batch_arn, ResourceKind};
+use crate::command::*;
+use crate::dependencies::{
+    self, check_depends_on, dependencies, Dependencies, REASON_DEPENDENCY_FAILED,
+};
+use crate::limits::*;
+use crate::model::*;
+use crate::resources::{agent_has_room, ce_has_room, check_requirements, resources_of};
+use crate::state::State;
+
+mod attempts;
+mod definitions;
+mod environments;
+mod jobs;
+mod queues;
+mod tags;
+
+use attempts::*;
+use definitions::*;
+use environments::*;
+use jobs::*;
+use queues::*;
+use tags::*;
+
+pub use attempts::{due_state_time_limits, due_timeouts, log_stream_name, pattern_matches};
+pub use jobs::substitute_parameters;
+
+/// The statusReason AWS gives a job whose container exited on its own.
+pub const REASON_CONTAINER_EXITED: &str = "Essential container in task exited";
+
+/// The statusReason AWS gives a job stopped by its timeout.
+pub const REASON_TIMEOUT: &str = "Job attempt duration exceeded timeout";
+
+/// The statusReason AWS gives attempts on a host that went away.
+pub fn host_terminated_reason(agent_id: &str) -> String {
+    format!("Host EC2 (instance {agent_id}) terminated.")
+}
+
+/// Applies one command. On error nothing in `state` or `changes` is touched.
+pub fn apply(
+    state: &mut State,
+    command: Command,
+    now_ms: i64,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    let before = state.clone();
+    let mark = changes.mark();
+    let result = apply_inner(state, command, now_ms, changes);
+    if result.is_ok() {
+        dependencies::settle(state, now_ms, changes);
+    }
+    if result.is_err() {
+        *state = before;
+        changes.rollback(mark);
+    }
+    result
+}
+
+fn apply_inner(
+    state: &mut State,
+    command: Command,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    match command {
+        Command::CreateComputeEnvironment(ce) => create_compute_environment(state, ce, changes),
+        Command::UpdateComputeEnvironment(u) => update_compute_environment(state, u, changes),
+        Command::DeleteComputeEnvironment { reference } => {
+            delete_compute_environment(state, &reference, changes)
+        }
+        Command::CreateJobQueue(q) => create_job_queue(state, q, changes),
+        Command::UpdateJobQueue(u) => update_job_queue(state, u, changes),
+        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, changes),
+        Command::RegisterJobDefinition(d) => register_job_definition(state, d, changes),
+        Command::DeregisterJobDefinition { reference } => {
+            deregister_job_definition(state, &reference, changes)
+        }
+        Command::SubmitJob(s) => submit_job(state, *s, now, changes),
+        Command::CancelJob { job_id, reason } => cancel_job(state, &job_id, reason, changes),
+        Command::TerminateJob { job_id, reason } => terminate_job(state, &job_id, reason, changes),
+        Command::TagResource { arn, tags } => tag_resource(state, &arn, tags, changes),
+        Command::UntagResource { arn, keys } => untag_resource(state, &arn, &keys, changes),
+        Command::RegisterAgent {
+            id,
+            vcpus_milli,
+            memory_mib,
+            scope,
+        } => {
+            let (used_vcpus_milli, used_memory_mib) = state
+                .agents
+                .get(&id)
+                .map_or((0, 0), |a| (a.used_vcpus_milli, a.used_memory_mib));
+            let agent = Agent {
+                id: id.clone(),
+                vcpus_milli,
+                memory_mib,
+                scope,
+                used_vcpus_milli,
+                used_memory_mib,
+            };
+            state.agents.insert(id, Arc::new(agent));
+            changes.schedule = true;
+            Ok(Reply::Done)
+        }
+        Command::AgentLost { id } => {
+            state.agents.remove(&id);
+            fail_orphans(state, now, changes);
+            Ok(Reply::Done)
+        }
+        Command::FailOrphans => {
+            fail_orphans(state, now, changes);
+            Ok(Reply::Done)
+        }
+        Command::AgentReports { agent_id, reports } => {
+            let mut refused = 0;
+            for report in reports {
+                if !apply_report(state, &agent_id, report, now, changes) {
+                    refused += 1;
+                }
+            }
+            Ok(Reply::Reports { refused })
+        }
+        Command::SchedulerPass(plan) => Ok(scheduler_pass(state, plan, now, changes)),
+        Command::EnforceStateTimeLimits => {
+            for (id, reason) in due_state_time_limits(state, now) {
+                let mut job = (**state.job(&id).expect("due jobs exist")).clone();
+                job.status = JobStatus::Failed;
+                job.is_cancelled = true;
+                job.status_reason = Some(format!(
+                    "Canceled by JobStateTimeLimit action due to reason: {reason}"
+                ));
+                state.put_job(job);
+                changes.dirty.push(Key::Job(id));
+            }
+            Ok(Reply::Done)
+        }
+        Command::EnforceTimeouts => {
+            for id in due_timeouts(state, now) {
+                let mut job = (**state.job(&id).expect("due jobs exist")).clone();
+                let attempt = job.current.as_ref().expect("a RUNNING job has an attempt");
+                changes.effects.push(Effect::Agent {
+                    agent_id: attempt.agent_id.clone(),
+                    instruction: AgentInstruction::Stop {
+                        job_id: id.clone(),
+                        attempt_id: attempt.id.clone(),
+                        grace_ms: STOP_GRACE_MS,
+                    },
+                });
+                job.stop_reason = Some(REASON_TIMEOUT.to_string());
+                state.put_job(job);
+                changes.dirty.push(Key::Job(id));
+            }
+            Ok(Reply::Done)
+        }
+    }
+}
