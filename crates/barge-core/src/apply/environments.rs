@@ -86,13 +86,7 @@ pub(super) fn create_compute_environment(
             }
         }
     }
-    let name = ce.name.clone();
-    state
-        .compute_environments
-        .insert(name.clone(), Arc::new(ce));
-    changes.dirty.push(Key::ComputeEnvironment(name.clone()));
-    changes.schedule = true;
-    Ok(Reply::ComputeEnvironment { name })
+    put_compute_environment(state, ce, changes)
 }
 
 pub(super) fn update_compute_environment(
@@ -170,12 +164,7 @@ pub(super) fn update_compute_environment(
     if let Some(p) = u.update_policy {
         ce.update_policy = Some(p);
     }
-    state
-        .compute_environments
-        .insert(name.clone(), Arc::new(ce));
-    changes.dirty.push(Key::ComputeEnvironment(name.clone()));
-    changes.schedule = true;
-    Ok(Reply::ComputeEnvironment { name })
+    put_compute_environment(state, ce, changes)
 }
 
 pub(super) fn delete_compute_environment(
@@ -208,4 +197,19 @@ pub(super) fn delete_compute_environment(
     state.compute_environments.remove(&name);
     changes.dirty.push(Key::ComputeEnvironment(name));
     Ok(Reply::Done)
+}
+
+/// Stores a created or updated environment and records the change.
+fn put_compute_environment(
+    state: &mut State,
+    ce: ComputeEnvironment,
+    changes: &mut Changes,
+) -> Result<Reply, CoreError> {
+    let name = ce.name.clone();
+    state
+        .compute_environments
+        .insert(name.clone(), Arc::new(ce));
+    changes.dirty.push(Key::ComputeEnvironment(name.clone()));
+    changes.schedule = true;
+    Ok(Reply::ComputeEnvironment { name })
 }

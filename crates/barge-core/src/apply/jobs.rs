@@ -41,14 +41,7 @@ pub(super) fn effective_container(
             c.command = Some(cmd.clone());
         }
         if let Some(env) = &o.environment {
-            let mut merged = c.environment.take().unwrap_or_default();
-            for kv in env {
-                match merged.iter_mut().find(|e| e.name == kv.name) {
-                    Some(existing) => existing.value = kv.value.clone(),
-                    None => merged.push(kv.clone()),
-                }
-            }
-            c.environment = Some(merged);
+            c.environment = Some(merge_by(c.environment.take(), env, |e| e.name.clone()));
         }
         let has_req = |c: &ContainerProperties, kind: &str| {
             c.resource_requirements
@@ -67,14 +60,9 @@ pub(super) fn effective_container(
             }
         }
         if let Some(reqs) = &o.resource_requirements {
-            let mut merged = c.resource_requirements.take().unwrap_or_default();
-            for r in reqs {
-                match merged.iter_mut().find(|e| e.kind == r.kind) {
-                    Some(existing) => existing.value = r.value.clone(),
-                    None => merged.push(r.clone()),
-                }
-            }
-            c.resource_requirements = Some(merged);
+            c.resource_requirements = Some(merge_by(c.resource_requirements.take(), reqs, |r| {
+                r.kind.clone()
+            }));
         }
         if let Some(t) = &o.instance_type {
             c.other
@@ -85,6 +73,22 @@ pub(super) fn effective_container(
         c.command = Some(substitute_parameters(cmd, parameters));
     }
     Ok(c)
+}
+
+/// `base` with each of `overrides` replacing the entry of the same key, or appended.
+fn merge_by<T: Clone, K: PartialEq>(
+    base: Option<Vec<T>>,
+    overrides: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut merged = base.unwrap_or_default();
+    for item in overrides {
+        match merged.iter_mut().find(|e| key(e) == key(item)) {
+            Some(existing) => *existing = item.clone(),
+            None => merged.push(item.clone()),
+        }
+    }
+    merged
 }
 
 pub(super) fn submit_job(
