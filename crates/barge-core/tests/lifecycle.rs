@@ -85,6 +85,11 @@ impl World {
     }
 
     fn submit(&mut self, queue: &str, definition: &str) -> String {
+        self.submit_after(queue, definition, &[])
+    }
+
+    /// Submits a job that depends on `deps`.
+    fn submit_after(&mut self, queue: &str, definition: &str, deps: &[&str]) -> String {
         self.next_id += 1;
         let id = format!("job-{}", self.next_id);
         self.ok(Command::SubmitJob(Box::new(SubmitJob {
@@ -92,6 +97,13 @@ impl World {
             name: "j".into(),
             queue: queue.into(),
             definition: definition.into(),
+            depends_on: deps
+                .iter()
+                .map(|d| JobDependency {
+                    job_id: Some(d.to_string()),
+                    kind: None,
+                })
+                .collect(),
             ..Default::default()
         })));
         id
@@ -665,27 +677,8 @@ fn dependencies_hold_jobs_pending_and_failures_cascade() {
     let mut w = World::new(4, 4, 8192);
     w.define("d", "1", "128", None);
     let a = w.submit("q", "d");
-    let submit_after = |w: &mut World, deps: &[&str]| {
-        w.next_id += 1;
-        let id = format!("job-{}", w.next_id);
-        w.ok(Command::SubmitJob(Box::new(SubmitJob {
-            job_id: id.clone(),
-            name: "j".into(),
-            queue: "q".into(),
-            definition: "d".into(),
-            depends_on: deps
-                .iter()
-                .map(|d| JobDependency {
-                    job_id: Some(d.to_string()),
-                    kind: None,
-                })
-                .collect(),
-            ..Default::default()
-        })));
-        id
-    };
-    let b = submit_after(&mut w, &[&a]);
-    let c = submit_after(&mut w, &[&b, &a]);
+    let b = w.submit_after("q", "d", &[&a]);
+    let c = w.submit_after("q", "d", &[&b, &a]);
     let launches = w.schedule();
     assert_eq!(
         launches
@@ -716,7 +709,7 @@ fn dependencies_hold_jobs_pending_and_failures_cascade() {
     );
     // A job submitted after its dependency failed fails when admitted; one on a missing job
     // is refused.
-    let d = submit_after(&mut w, &[&c]);
+    let d = w.submit_after("q", "d", &[&c]);
     w.schedule();
     assert_eq!(w.job(&d).status, JobStatus::Failed);
     let (r, _) = w.run(Command::SubmitJob(Box::new(SubmitJob {
@@ -738,19 +731,7 @@ fn cancelling_a_dependency_cascades() {
     let mut w = World::new(0, 4, 8192);
     w.define("d", "1", "128", None);
     let a = w.submit("q", "d");
-    w.next_id += 1;
-    let b = format!("job-{}", w.next_id);
-    w.ok(Command::SubmitJob(Box::new(SubmitJob {
-        job_id: b.clone(),
-        name: "b".into(),
-        queue: "q".into(),
-        definition: "d".into(),
-        depends_on: vec![JobDependency {
-            job_id: Some(a.clone()),
-            kind: None,
-        }],
-        ..Default::default()
-    })));
+    let b = w.submit_after("q", "d", &[&a]);
     w.schedule();
     assert_eq!(w.job(&b).status, JobStatus::Pending);
     w.ok(Command::CancelJob {

@@ -169,6 +169,12 @@ pub(super) fn apply_report(
         return false;
     }
     let mut job = (**state.job(&job_id).expect("checked above")).clone();
+    let stream = job
+        .current
+        .as_ref()
+        .expect("current")
+        .log_stream_name
+        .clone();
     match report {
         AgentReport::Running { at_ms, .. } => {
             if job.status == JobStatus::Starting {
@@ -177,22 +183,10 @@ pub(super) fn apply_report(
                 job.current.as_mut().expect("current").started_at = Some(at_ms);
                 // The stream exists from RUNNING on, so a client following the job's
                 // logStreamName finds it before the first line.
-                let stream = job
-                    .current
-                    .as_ref()
-                    .expect("current")
-                    .log_stream_name
-                    .clone();
                 ensure_log_stream(state, &stream, now, changes);
             }
         }
         AgentReport::Logs { lines, .. } => {
-            let stream = job
-                .current
-                .as_ref()
-                .expect("current")
-                .log_stream_name
-                .clone();
             append_logs(state, &stream, lines, now, changes);
             return true;
         }

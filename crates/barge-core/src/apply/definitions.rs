@@ -38,12 +38,7 @@ pub(super) fn register_job_definition(
         name: d.name.clone(),
         revision: d.revision,
     };
-    changes
-        .dirty
-        .push(Key::JobDefinition(d.name.clone(), d.revision));
-    state
-        .job_definitions
-        .insert((d.name.clone(), d.revision), Arc::new(d));
+    put_job_definition(state, d, changes);
     Ok(reply)
 }
 
@@ -97,11 +92,16 @@ pub(super) fn deregister_job_definition(
     let d = resolve_definition(state, reference)?;
     let mut d = (*d).clone();
     d.status = DefinitionStatus::Inactive;
+    put_job_definition(state, d, changes);
+    Ok(Reply::Done)
+}
+
+/// Stores a registered or changed revision and records the change.
+fn put_job_definition(state: &mut State, d: JobDefinition, changes: &mut Changes) {
     changes
         .dirty
         .push(Key::JobDefinition(d.name.clone(), d.revision));
     state
         .job_definitions
         .insert((d.name.clone(), d.revision), Arc::new(d));
-    Ok(Reply::Done)
 }

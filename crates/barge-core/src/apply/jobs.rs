@@ -179,6 +179,12 @@ pub(super) fn find_job(state: &State, job_id: &str) -> Result<Job, CoreError> {
         .ok_or_else(|| CoreError::NotFound(format!("job {job_id} does not exist")))
 }
 
+/// A job that never started ends FAILED with the caller's reason (cancel and terminate alike).
+fn fail_before_start(job: &mut Job, reason: String) {
+    job.status = JobStatus::Failed;
+    job.status_reason = Some(reason);
+}
+
 pub(super) fn cancel_job(
     state: &mut State,
     job_id: &str,
@@ -188,8 +194,7 @@ pub(super) fn cancel_job(
     let mut job = find_job(state, job_id)?;
     // AWS: cancel stops only jobs that have not started; for the others it is a no-op.
     if job.status.is_before_start() {
-        job.status = JobStatus::Failed;
-        job.status_reason = Some(reason);
+        fail_before_start(&mut job, reason);
         job.is_cancelled = true;
         state.put_job(job);
         changes.dirty.push(Key::Job(job_id.to_string()));
@@ -206,8 +211,7 @@ pub(super) fn terminate_job(
     let mut job = find_job(state, job_id)?;
     match job.status {
         s if s.is_before_start() => {
-            job.status = JobStatus::Failed;
-            job.status_reason = Some(reason);
+            fail_before_start(&mut job, reason);
             job.is_terminated = true;
         }
         JobStatus::Starting | JobStatus::Running => {
