@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use barge_core::arn::{name_from_reference, ResourceKind};
 use barge_core::command::SubmitJob;
+use barge_core::fairshare::{check_share_identifier, dispatch_order};
 use barge_core::limits::*;
 use barge_core::model::*;
 use barge_core::reason::why_waiting;
@@ -79,11 +80,9 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
             "consumableResourcePropertiesOverride is not supported by this version of Barge",
         ));
     }
-    if i.share_identifier.is_some() {
-        return Err(ApiError::client(format!(
-            "shareIdentifier is only allowed on a job queue with a fair-share scheduling policy, and job queue {} has none",
-            i.job_queue
-        )));
+    // Whether the queue wants one is the core's to say; the shape is checked here.
+    if let Some(id) = &i.share_identifier {
+        check_share_identifier("shareIdentifier", id).map_err(ApiError::client)?;
     }
     let job_id = b.new_id();
     let s = SubmitJob {
@@ -263,6 +262,7 @@ enum Filter {
     DefinitionPrefix(String),
     CreatedBefore(i64),
     CreatedAfter(i64),
+    Share(String),
 }
 
 impl Filter {
@@ -306,8 +306,9 @@ impl Filter {
             }
             "BEFORE_CREATED_AT" => Ok(Filter::CreatedBefore(epoch(value)?)),
             "AFTER_CREATED_AT" => Ok(Filter::CreatedAfter(epoch(value)?)),
+            "SHARE_IDENTIFIER" => Ok(Filter::Share(value.clone())),
             other => Err(ApiError::client(format!(
-                "filters name {other:?} is not one of JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT"
+                "filters name {other:?} is not one of JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT, SHARE_IDENTIFIER"
             ))),
         }
     }
@@ -329,6 +330,7 @@ impl Filter {
             Filter::DefinitionPrefix(p) => job.definition_name.starts_with(p.as_str()),
             Filter::CreatedBefore(t) => job.created_at < *t,
             Filter::CreatedAfter(t) => job.created_at > *t,
+            Filter::Share(s) => job.share_identifier.as_deref() == Some(s.as_str()),
         }
     }
 }
@@ -382,15 +384,17 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     let mut out = Vec::new();
     let mut next = None;
     match filter {
-        // With a filter: every status, newest first; the token is the seq to continue below.
+        // With a filter: every status (AWS: but SHARE_IDENTIFIER heeds jobStatus), newest
+        // first; the token is the seq to continue below.
         Some(filter) => {
+            let status = status.filter(|_| matches!(filter, Filter::Share(_)));
             let all = state.jobs_of_queue(&queue);
             for (seq, id) in all.into_iter().flat_map(|s| s.iter().rev()) {
                 if after.is_some_and(|a| *seq > a) {
                     continue;
                 }
                 let job = &state.jobs[id];
-                if !filter.keeps(job) {
+                if !filter.keeps(job) || status.is_some_and(|s| s != job.status) {
                     continue;
                 }
                 if out.len() == size {
@@ -512,7 +516,8 @@ struct SnapshotInput {
 }
 
 /// GetJobQueueSnapshot: the first RUNNABLE jobs of a queue, in the order the scheduler takes
-/// them (submission order), each with the time it took its place.
+/// them (submission order, or by share in a fair-share queue), each with the time it took its
+/// place.
 pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     let i: SnapshotInput = parse(body)?;
     non_empty("jobQueue", &i.job_queue)?;
@@ -520,12 +525,20 @@ pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
     let queue = name_from_reference(&i.job_queue, ResourceKind::JobQueue)
         .filter(|q| state.job_queues.contains_key(*q))
         .ok_or_else(|| ApiError::client(format!("job queue {} does not exist", i.job_queue)))?;
-    let jobs: Vec<Value> = state
-        .jobs_in(queue, JobStatus::Runnable)
-        .into_iter()
-        .flatten()
+    let by_share = dispatch_order(&state, &state.job_queues[queue], &[]);
+    let order: Box<dyn Iterator<Item = &String>> = match by_share {
+        Some(o) => Box::new(o),
+        None => Box::new(
+            state
+                .jobs_in(queue, JobStatus::Runnable)
+                .into_iter()
+                .flatten()
+                .map(|(_, id)| id),
+        ),
+    };
+    let jobs: Vec<Value> = order
         .take(QUEUE_SNAPSHOT_JOBS_MAX)
-        .map(|(_, id)| {
+        .map(|id| {
             let job = &state.jobs[id];
             json!({
                 "jobArn": state.identity.job_arn(id),

@@ -20,6 +20,7 @@ pub mod error;
 pub mod extensions;
 mod jobs;
 pub mod logs;
+mod policies;
 mod tags;
 pub mod wire;
 
@@ -67,11 +68,6 @@ impl Answer {
 /// Operations of the current AWS Batch model that Barge does not implement yet; they answer
 /// a ClientException that says so instead of a confusing 404.
 const UNSUPPORTED: &[&str] = &[
-    "createschedulingpolicy",
-    "updateschedulingpolicy",
-    "deleteschedulingpolicy",
-    "describeschedulingpolicies",
-    "listschedulingpolicies",
     "createconsumableresource",
     "updateconsumableresource",
     "deleteconsumableresource",
@@ -141,6 +137,11 @@ async fn batch_operation_inner<B: Backend>(
         "terminatejob" => jobs::cancel(backend, body, true).await,
         "canceljobs" => jobs::cancel_many(backend, body, false).await,
         "terminatejobs" => jobs::cancel_many(backend, body, true).await,
+        "createschedulingpolicy" => policies::create(backend, body).await,
+        "updateschedulingpolicy" => policies::update(backend, body).await,
+        "deleteschedulingpolicy" => policies::delete(backend, body).await,
+        "describeschedulingpolicies" => policies::describe(backend, body),
+        "listschedulingpolicies" => policies::list(backend, body),
         op if UNSUPPORTED.contains(&op) => Err(ApiError::client(format!(
             "The operation {op} is not supported by this version of Barge"
         ))),

@@ -42,7 +42,12 @@ pub fn list<B: Backend>(b: &B, arn: &str) -> Result<Value, ApiError> {
                 .clone()
         }
         ResourceKind::Job => state.job(rest).ok_or_else(not_found)?.tags.clone(),
-        ResourceKind::SchedulingPolicy => return Err(not_found()),
+        ResourceKind::SchedulingPolicy => state
+            .scheduling_policies
+            .get(rest)
+            .ok_or_else(not_found)?
+            .tags
+            .clone(),
     };
     Ok(json!({ "tags": tags }))
 }

@@ -34,6 +34,9 @@ impl Identity {
     pub fn job_definition_arn(&self, name: &str, revision: u32) -> String {
         self.batch(&format!("job-definition/{name}:{revision}"))
     }
+    pub fn scheduling_policy_arn(&self, name: &str) -> String {
+        self.batch(&format!("scheduling-policy/{name}"))
+    }
     pub fn job_arn(&self, job_id: &str) -> String {
         self.batch(&format!("job/{job_id}"))
     }

@@ -65,6 +65,15 @@ pub enum Command {
     EnforceTimeouts,
     /// Takes the job queues' jobStateTimeLimitActions that have come due.
     EnforceStateTimeLimits,
+    CreateSchedulingPolicy(SchedulingPolicy),
+    /// Replaces the policy's fairsharePolicy when one is given.
+    UpdateSchedulingPolicy {
+        reference: String,
+        fairshare_policy: Option<FairsharePolicy>,
+    },
+    DeleteSchedulingPolicy {
+        reference: String,
+    },
 }
 
 impl Command {
@@ -91,6 +100,9 @@ impl Command {
             Command::SchedulerPass(_) => "SchedulerPass",
             Command::EnforceTimeouts => "EnforceTimeouts",
             Command::EnforceStateTimeLimits => "EnforceStateTimeLimits",
+            Command::CreateSchedulingPolicy(_) => "CreateSchedulingPolicy",
+            Command::UpdateSchedulingPolicy { .. } => "UpdateSchedulingPolicy",
+            Command::DeleteSchedulingPolicy { .. } => "DeleteSchedulingPolicy",
         }
     }
 }
@@ -179,6 +191,9 @@ pub enum Reply {
         id: String,
         name: String,
     },
+    SchedulingPolicy {
+        name: String,
+    },
     /// How many placements of a scheduler pass were committed.
     Placed {
         placed: usize,
@@ -197,6 +212,9 @@ pub enum Key {
     JobDefinition(String, u32),
     Job(String),
     LogStream(String),
+    SchedulingPolicy(String),
+    /// A fair-share queue's usage record (`fairshare::ShareUsage`), by queue name.
+    ShareUsage(String),
 }
 
 /// A log event to store, in stream order.

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod arn;
 pub mod command;
 pub mod dependencies;
+pub mod fairshare;
 pub mod limits;
 pub mod model;
 pub mod reason;

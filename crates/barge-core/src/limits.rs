@@ -54,6 +54,28 @@ pub const ATTEMPT_DURATION_SECONDS_MIN: u64 = 60;
 /// schedulingPriority (AWS: 0–9999).
 pub const SCHEDULING_PRIORITY_MAX: i32 = 9999;
 
+/// Scheduling policies per Barge (AWS documents no quota; a finite bound, as for queues).
+pub const SCHEDULING_POLICIES_MAX: usize = 500;
+/// A share identifier, without its optional trailing `*` (AWS: 255).
+pub const SHARE_IDENTIFIER_CHARS_MAX: usize = 255;
+/// shareDistribution entries per policy. AWS documents none; overlap checks are quadratic and
+/// a queue may have only 500 active identifiers anyway.
+pub const SHARE_DISTRIBUTION_ENTRIES_MAX: usize = 500;
+/// Share identifiers with unfinished jobs in one fair-share queue (AWS: 500); a submit that
+/// would add one more is refused.
+pub const ACTIVE_SHARE_IDENTIFIERS_PER_QUEUE_MAX: usize = 500;
+/// fairsharePolicy.shareDecaySeconds (AWS: 0–604,800, one week); 0 means the 600 s minimum
+/// window.
+pub const SHARE_DECAY_SECONDS_MAX: i64 = 604_800;
+pub const SHARE_DECAY_SECONDS_DEFAULT: i64 = 600;
+/// fairsharePolicy.computeReservation, a percentage (AWS: 0–99).
+pub const COMPUTE_RESERVATION_MAX: i64 = 99;
+/// weightFactor in ten-thousandths (AWS: 0.0001–999.9999).
+pub const WEIGHT_FACTOR_E4_MIN: u32 = 1;
+pub const WEIGHT_FACTOR_E4_MAX: u32 = 9_999_999;
+/// Weight of an identifier the distribution does not list (AWS: 1.0).
+pub const WEIGHT_FACTOR_E4_DEFAULT: u32 = 10_000;
+
 /// jobStateTimeLimitActions.maxTimeSeconds (AWS: 600–86,400).
 pub const STATE_TIME_LIMIT_SECONDS_MIN: i64 = 600;
 pub const STATE_TIME_LIMIT_SECONDS_MAX: i64 = 86_400;

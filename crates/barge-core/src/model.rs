@@ -182,6 +182,32 @@ pub struct JobStateTimeLimitAction {
     pub action: String,
 }
 
+/// AWS's SchedulingPolicy. Only fair-share policies exist in Barge (quota shares belong to
+/// SageMaker service environments). The fair-share rules live in `fairshare.rs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulingPolicy {
+    pub name: String,
+    /// As given; absent means AWS's defaults (600 s window, no reservation, every weight 1).
+    pub fairshare_policy: Option<FairsharePolicy>,
+    pub tags: Tags,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FairsharePolicy {
+    pub share_decay_seconds: Option<i64>,
+    pub compute_reservation: Option<i64>,
+    pub share_distribution: Vec<ShareWeight>,
+}
+
+/// One shareDistribution entry. The weight is kept in ten-thousandths (AWS's resolution:
+/// 0.0001–999.9999), an integer, so it is stored and read back exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareWeight {
+    /// An identifier, or a prefix when it ends in `*`.
+    pub share_identifier: String,
+    pub weight_factor_e4: Option<u32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValuePair {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! Why a job is waiting, derived from the current state whenever it is asked for, so it is
 //! always true and never has to be written back for every queued job.
 
+use crate::fairshare;
 use crate::model::*;
 use crate::resources::{agent_could_fit, agent_has_room, ce_has_room, format_vcpus};
 use crate::state::State;
@@ -136,7 +137,29 @@ fn describe_need(res: Resources) -> String {
     )
 }
 
+/// In a fair-share queue, where the job's share stands comes after the capacity reason (which
+/// stays first: jobStateTimeLimitActions match its prefix).
 fn why_runnable(state: &State, job: &Job) -> String {
+    let capacity = why_runnable_capacity(state, job);
+    let Some(standing) = fairshare::standing(state, job) else {
+        return capacity;
+    };
+    let share = standing.describe();
+    if standing.reserved.is_empty() {
+        return format!("{capacity}; fair share: {share}");
+    }
+    let held: Vec<String> = standing
+        .reserved
+        .iter()
+        .map(|(ce, held)| format!("{} vCPU of {ce}", format_vcpus(*held)))
+        .collect();
+    format!(
+        "Waiting for fair share: computeReservation holds back {} for share identifiers that run nothing yet, and {share}",
+        held.join(", ")
+    )
+}
+
+fn why_runnable_capacity(state: &State, job: &Job) -> String {
     let Some(queue) = state.job_queues.get(&job.queue) else {
         return format!("Job queue {} no longer exists", job.queue);
     };
@@ -215,7 +238,8 @@ fn why_runnable(state: &State, job: &Job) -> String {
 pub struct Diagnosis {
     pub status: JobStatus,
     pub reason: Option<String>,
-    /// RUNNABLE jobs ahead of it in its queue (submission order).
+    /// RUNNABLE jobs ahead of it in its queue (submission order; dispatch order in a
+    /// fair-share queue).
     pub jobs_ahead: Option<usize>,
     pub unblock: Vec<String>,
 }
@@ -239,9 +263,17 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
             }
         }
         JobStatus::Runnable => {
-            jobs_ahead = state
-                .jobs_in(&job.queue, JobStatus::Runnable)
-                .map(|set| set.range(..(job.seq, job.id.clone())).count());
+            jobs_ahead = fairshare::jobs_ahead(state, job).or_else(|| {
+                state
+                    .jobs_in(&job.queue, JobStatus::Runnable)
+                    .map(|set| set.range(..(job.seq, job.id.clone())).count())
+            });
+            if let Some(s) = fairshare::standing(state, job) {
+                unblock.push(format!(
+                    "fair share: {}; the share with the lowest usage × weightFactor dispatches first",
+                    s.describe()
+                ));
+            }
             if let Some(queue) = state.job_queues.get(&job.queue) {
                 let res = job.resources;
                 for o in obstacles(state, queue, res) {

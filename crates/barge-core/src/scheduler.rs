@@ -2,7 +2,8 @@
 //! start where. It never changes state; the applier re-checks every proposal when it commits.
 //!
 //! Rules (v1): enabled and disabled queues alike drain what they hold (a disabled queue only
-//! refuses new jobs), in descending priority; within a queue, jobs go in submission order; each
+//! refuses new jobs), in descending priority; within a queue, jobs go in submission order (a
+//! queue with a fair-share policy orders them by share instead, see `fairshare`); each
 //! job tries its queue's compute environments in ascending order and takes the first ENABLED
 //! one whose maxvCpus bound and an agent's free vCPUs and memory both have room. A job that
 //! can never fit is skipped (its statusReason says why) rather than blocking the queue.
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{Placement, Plan};
 use crate::dependencies::{dependencies, Dependencies};
+use crate::fairshare;
 use crate::limits::*;
 use crate::model::*;
 use crate::resources::{agent_could_fit, agent_has_room, ce_has_room};
@@ -69,8 +71,15 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
             .into_iter()
             .flatten();
         let fresh = admitted.get(&queue.name).into_iter().flatten();
+        let fresh_slice = admitted.get(&queue.name).map_or(&[][..], |v| &v[..]);
+        let order: Box<dyn Iterator<Item = &String>> =
+            match fairshare::dispatch_order(state, queue, fresh_slice) {
+                Some(by_share) => Box::new(by_share),
+                None => Box::new(runnable.chain(fresh).map(|(_, id)| id)),
+            };
+        let mut reservation = fairshare::Reservation::new(state, queue);
         let mut misses = 0;
-        for (_, id) in runnable.chain(fresh) {
+        for id in order {
             if plan.placements.len() >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
                 return plan;
             }
@@ -79,8 +88,12 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                 return plan;
             }
             let job = &state.jobs[id];
-            match choose(state, queue, job.resources, &agents, &ce_used) {
+            let cap = |ce: &ComputeEnvironment| reservation.as_ref()?.cap_milli(job, ce);
+            match choose(state, queue, job.resources, &agents, &ce_used, &cap) {
                 Some((ce, agent_index)) => {
+                    if let Some(r) = &mut reservation {
+                        r.placed(job);
+                    }
                     let agent = &mut agents[agent_index];
                     agent.used_vcpus_milli += u64::from(job.resources.vcpus_milli);
                     agent.used_memory_mib += job.resources.memory_mib;
@@ -126,13 +139,15 @@ pub fn could_ever_fit(state: &State, queue: &JobQueue, res: Resources) -> bool {
 }
 
 /// The first compute environment of the queue, in order, with room for `res`, and the agent
-/// there that fits it most tightly (best fit, as AWS's BEST_FIT allocation).
+/// there that fits it most tightly (best fit, as AWS's BEST_FIT allocation). `cap` is the most
+/// an environment may have in use after the placement, where fair share holds some back.
 fn choose(
     state: &State,
     queue: &JobQueue,
     res: Resources,
     agents: &[Agent],
     ce_used: &BTreeMap<String, u64>,
+    cap: &dyn Fn(&ComputeEnvironment) -> Option<u64>,
 ) -> Option<(String, usize)> {
     for entry in &queue.compute_environment_order {
         let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
@@ -141,7 +156,10 @@ fn choose(
         if ce.state != ResourceState::Enabled {
             continue;
         }
-        if !ce_has_room(ce, ce_used.get(&ce.name).copied().unwrap_or(0), res) {
+        let used = ce_used.get(&ce.name).copied().unwrap_or(0);
+        if !ce_has_room(ce, used, res)
+            || cap(ce).is_some_and(|c| used + u64::from(res.vcpus_milli) > c)
+        {
             continue;
         }
         let best = agents

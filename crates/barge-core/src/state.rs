@@ -10,6 +10,7 @@ use std::sync::Arc;
 use imbl::{HashMap, OrdMap, OrdSet};
 
 use crate::arn::Identity;
+use crate::fairshare::{ShareIndex, ShareUsage};
 use crate::model::*;
 
 /// (seq, job id): orders an index by submission.
@@ -24,6 +25,13 @@ pub struct State {
     pub jobs: HashMap<String, Arc<Job>>,
     pub log_streams: OrdMap<String, Arc<LogStream>>,
     pub agents: OrdMap<String, Arc<Agent>>,
+    pub scheduling_policies: OrdMap<String, Arc<SchedulingPolicy>>,
+    /// Fair-share usage per queue with a scheduling policy (stored; see `fairshare`).
+    pub share_usage: OrdMap<String, Arc<ShareUsage>>,
+    /// The `now` of the latest command applied. Fair-share usage is read as of this time,
+    /// since `plan` and the waiting reasons have no clock of their own. Not stored: the first
+    /// command after a load sets it again.
+    pub latest_command_ms: i64,
     pub next_job_seq: u64,
     pub next_log_stream_number: u64,
     /// Jobs per (queue, status), in submission order.
@@ -37,6 +45,8 @@ pub struct State {
     /// Jobs that became SUCCEEDED or FAILED since `apply` last settled their dependents.
     /// Transient: always empty between commands.
     pub(crate) newly_finished: Vec<String>,
+    /// Fair-share indexes derived from the jobs (RUNNABLE jobs and load per share).
+    pub(crate) shares: ShareIndex,
 }
 
 impl State {
@@ -56,7 +66,9 @@ impl State {
     /// Inserts or replaces a job, keeping every index in step.
     pub fn put_job(&mut self, job: Job) {
         let key: JobKey = (job.seq, job.id.clone());
-        if let Some(old) = self.jobs.get(&job.id).cloned() {
+        let old = self.jobs.get(&job.id).cloned();
+        crate::fairshare::on_put_job(self, old.as_deref(), &job);
+        if let Some(old) = old {
             if !old.status.is_terminal() && job.status.is_terminal() {
                 self.newly_finished.push(job.id.clone());
             }
@@ -209,6 +221,7 @@ impl State {
         for stream in self.log_streams.values() {
             self.next_log_stream_number = self.next_log_stream_number.max(stream.number + 1);
         }
+        crate::fairshare::rebuild_index(self);
     }
 
     /// The latest ACTIVE revision of a definition.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use barge_core::arn::Identity;
 use barge_core::command::{Changes, Key};
+use barge_core::fairshare::ShareUsage;
 use barge_core::model::*;
 use barge_core::State;
 
@@ -17,6 +18,8 @@ const KIND_QUEUE: &str = "job_queue";
 const KIND_DEFINITION: &str = "job_definition";
 const KIND_JOB: &str = "job";
 const KIND_LOG_STREAM: &str = "log_stream";
+const KIND_POLICY: &str = "scheduling_policy";
+const KIND_SHARE_USAGE: &str = "share_usage";
 
 #[derive(Clone, Debug, Default)]
 pub struct SimStore {
@@ -59,6 +62,14 @@ fn row(state: &State, key: &Key) -> ((&'static str, String), Option<Vec<u8>>) {
             (KIND_LOG_STREAM, n.clone()),
             state.log_streams.get(n).map(|v| json!(&**v)),
         ),
+        Key::SchedulingPolicy(n) => (
+            (KIND_POLICY, n.clone()),
+            state.scheduling_policies.get(n).map(|v| json!(&**v)),
+        ),
+        Key::ShareUsage(n) => (
+            (KIND_SHARE_USAGE, n.clone()),
+            state.share_usage.get(n).map(|v| json!(&**v)),
+        ),
     }
 }
 
@@ -80,6 +91,13 @@ fn all_keys(state: &State) -> Vec<Key> {
     );
     keys.extend(state.jobs.keys().map(|id| Key::Job(id.clone())));
     keys.extend(state.log_streams.keys().map(|n| Key::LogStream(n.clone())));
+    keys.extend(
+        state
+            .scheduling_policies
+            .keys()
+            .map(|n| Key::SchedulingPolicy(n.clone())),
+    );
+    keys.extend(state.share_usage.keys().map(|n| Key::ShareUsage(n.clone())));
     keys.sort();
     keys
 }
@@ -143,6 +161,16 @@ impl SimStore {
                 KIND_LOG_STREAM => {
                     let v: LogStream = serde_json::from_slice(body).map_err(corrupt)?;
                     state.log_streams.insert(v.name.clone(), Arc::new(v));
+                }
+                KIND_POLICY => {
+                    let v: SchedulingPolicy = serde_json::from_slice(body).map_err(corrupt)?;
+                    state
+                        .scheduling_policies
+                        .insert(v.name.clone(), Arc::new(v));
+                }
+                KIND_SHARE_USAGE => {
+                    let v: ShareUsage = serde_json::from_slice(body).map_err(corrupt)?;
+                    state.share_usage.insert(v.queue.clone(), Arc::new(v));
                 }
                 _ => unreachable!("the simulated store writes only known kinds"),
             }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use barge_core::arn::Identity;
 use barge_core::command::{Changes, Key};
+use barge_core::fairshare::ShareUsage;
 use barge_core::model::*;
 use barge_core::State;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -44,6 +45,8 @@ const KIND_QUEUE: &str = "job_queue";
 const KIND_DEFINITION: &str = "job_definition";
 const KIND_JOB: &str = "job";
 const KIND_LOG_STREAM: &str = "log_stream";
+const KIND_POLICY: &str = "scheduling_policy";
+const KIND_SHARE_USAGE: &str = "share_usage";
 
 /// Read connections kept for log queries. Each query holds one for its duration.
 const READ_CONNECTIONS_MAX: usize = 4;
@@ -125,6 +128,16 @@ impl Store {
                     let v: LogStream = serde_json::from_slice(&body).map_err(corrupt)?;
                     state.log_streams.insert(v.name.clone(), Arc::new(v));
                 }
+                KIND_POLICY => {
+                    let v: SchedulingPolicy = serde_json::from_slice(&body).map_err(corrupt)?;
+                    state
+                        .scheduling_policies
+                        .insert(v.name.clone(), Arc::new(v));
+                }
+                KIND_SHARE_USAGE => {
+                    let v: ShareUsage = serde_json::from_slice(&body).map_err(corrupt)?;
+                    state.share_usage.insert(v.queue.clone(), Arc::new(v));
+                }
                 // A kind this build does not know was written by a newer one; the schema
                 // version check refuses that case before we get here.
                 _ => {}
@@ -170,6 +183,16 @@ impl Store {
                         KIND_LOG_STREAM,
                         n.clone(),
                         state.log_streams.get(n).map(|v| json(&**v)),
+                    ),
+                    Key::SchedulingPolicy(n) => (
+                        KIND_POLICY,
+                        n.clone(),
+                        state.scheduling_policies.get(n).map(|v| json(&**v)),
+                    ),
+                    Key::ShareUsage(n) => (
+                        KIND_SHARE_USAGE,
+                        n.clone(),
+                        state.share_usage.get(n).map(|v| json(&**v)),
                     ),
                 };
                 match body {

@@ -103,6 +103,11 @@ pub(super) fn submit_job(
             "job queue {queue_name} is DISABLED and accepts no new jobs; enable it or submit to another queue"
         )));
     }
+    crate::fairshare::check_submit(
+        state,
+        &state.job_queues[&queue_name],
+        s.share_identifier.as_deref(),
+    )?;
     let def = resolve_definition(state, &s.definition)?;
     if def.status != DefinitionStatus::Active {
         return Err(CoreError::Conflict(format!(

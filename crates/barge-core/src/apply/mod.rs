@@ -19,6 +19,7 @@ mod attempts;
 mod definitions;
 mod environments;
 mod jobs;
+mod policies;
 mod queues;
 mod tags;
 
@@ -26,6 +27,7 @@ use attempts::*;
 use definitions::*;
 use environments::*;
 use jobs::*;
+use policies::*;
 use queues::*;
 use tags::*;
 
@@ -52,9 +54,14 @@ pub fn apply(
 ) -> Result<Reply, CoreError> {
     let before = state.clone();
     let mark = changes.mark();
+    // Fair-share usage is booked at the times of the commands that change it.
+    state.latest_command_ms = state.latest_command_ms.max(now_ms);
     let result = apply_inner(state, command, now_ms, changes);
     if result.is_ok() {
         dependencies::settle(state, now_ms, changes);
+        for queue in crate::fairshare::take_touched(state) {
+            changes.dirty.push(Key::ShareUsage(queue));
+        }
     }
     if result.is_err() {
         *state = before;
@@ -128,6 +135,14 @@ fn apply_inner(
             Ok(Reply::Reports { refused })
         }
         Command::SchedulerPass(plan) => Ok(scheduler_pass(state, plan, now, changes)),
+        Command::CreateSchedulingPolicy(p) => create_scheduling_policy(state, p, changes),
+        Command::UpdateSchedulingPolicy {
+            reference,
+            fairshare_policy,
+        } => update_scheduling_policy(state, &reference, fairshare_policy, changes),
+        Command::DeleteSchedulingPolicy { reference } => {
+            delete_scheduling_policy(state, &reference, changes)
+        }
         Command::EnforceStateTimeLimits => {
             for (id, reason) in due_state_time_limits(state, now) {
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();

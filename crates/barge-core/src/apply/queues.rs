@@ -62,15 +62,6 @@ pub(super) fn resolve_order(
     Ok(resolved)
 }
 
-pub(super) fn refuse_scheduling_policy(arn: &Option<String>) -> Result<(), CoreError> {
-    match arn {
-        Some(arn) => Err(CoreError::NotFound(format!(
-            "scheduling policy {arn} does not exist (Barge does not support scheduling policies yet)"
-        ))),
-        None => Ok(()),
-    }
-}
-
 pub(super) fn create_job_queue(
     state: &mut State,
     mut q: JobQueue,
@@ -87,7 +78,8 @@ pub(super) fn create_job_queue(
             "Barge holds at most {JOB_QUEUES_MAX} job queues; delete one first"
         )));
     }
-    refuse_scheduling_policy(&q.scheduling_policy_arn)?;
+    q.scheduling_policy_arn =
+        resolve_queue_policy(state, None, true, q.scheduling_policy_arn.as_deref())?;
     q.compute_environment_order =
         resolve_order(state, std::mem::take(&mut q.compute_environment_order))?;
     let name = q.name.clone();
@@ -104,7 +96,17 @@ pub(super) fn update_job_queue(
 ) -> Result<Reply, CoreError> {
     let name = find_queue_name(state, &u.reference)?;
     let mut q = (**state.job_queues.get(&name).expect("found above")).clone();
-    refuse_scheduling_policy(&u.scheduling_policy_arn)?;
+    let policy = resolve_queue_policy(
+        state,
+        q.scheduling_policy_arn.as_deref(),
+        false,
+        u.scheduling_policy_arn.as_deref(),
+    )?;
+    if policy != q.scheduling_policy_arn {
+        // Usage so far accrued under the old policy's decay; book it before the switch.
+        crate::fairshare::advance_usage(state, &name);
+        q.scheduling_policy_arn = policy;
+    }
     if let Some(s) = u.state {
         q.state = s;
     }
@@ -155,6 +157,9 @@ pub(super) fn delete_job_queue(
         }
     }
     state.job_queues.remove(&name);
+    if state.share_usage.remove(&name).is_some() {
+        changes.dirty.push(Key::ShareUsage(name.clone()));
+    }
     changes.dirty.push(Key::JobQueue(name));
     Ok(Reply::Done)
 }

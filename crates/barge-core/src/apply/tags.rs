@@ -63,7 +63,14 @@ pub(super) fn with_tags(
             state.put_job(job);
             changes.dirty.push(Key::Job(rest.to_string()));
         }
-        ResourceKind::SchedulingPolicy => return Err(not_found()),
+        ResourceKind::SchedulingPolicy => {
+            let p = state
+                .scheduling_policies
+                .get_mut(rest)
+                .ok_or_else(not_found)?;
+            f(&mut Arc::make_mut(p).tags)?;
+            changes.dirty.push(Key::SchedulingPolicy(rest.to_string()));
+        }
     }
     Ok(Reply::Done)
 }
