@@ -439,6 +439,31 @@ pub fn runnable_of<'a>(
         .flatten()
 }
 
+/// Per (queue, identifier) share load and RUNNABLE jobs, as the derived index holds them,
+/// flattened so that checkers can compare them with a recount from the jobs.
+pub type IndexContents = (
+    BTreeMap<(String, String), ShareLoad>,
+    BTreeMap<(String, String), Vec<RunnableKey>>,
+);
+
+pub fn index_contents(state: &State) -> IndexContents {
+    let mut loads = BTreeMap::new();
+    for (queue, per_id) in &state.shares.load {
+        for (id, l) in per_id {
+            loads.insert((queue.clone(), id.clone()), *l);
+        }
+    }
+    let mut runnable = BTreeMap::new();
+    for (queue, per_id) in &state.shares.runnable {
+        for (id, set) in per_id {
+            if !set.is_empty() {
+                runnable.insert((queue.clone(), id.clone()), set.iter().cloned().collect());
+            }
+        }
+    }
+    (loads, runnable)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranking and dispatch order
 

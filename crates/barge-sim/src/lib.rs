@@ -5,13 +5,15 @@
 //! committed. After every command and every step it checks the invariants in `check`: only
 //! legal job transitions, capacity never over-committed, at most one live attempt per job, no
 //! acknowledged job lost, attempts accounted, derived indexes equal to a rebuild, every change
-//! named for the store; and at the end, that every job that can run finishes. A failure names
+//! named for the store; and at the end, that every job that can run finishes. `fairness` runs
+//! one saturated queue for hours of simulated time to show that share weights are honoured. A failure names
 //! its seed, step, invariant and the last steps, and replays exactly from the seed.
 //!
 //! It must never know IO, clocks, threads or tokio: time, ids and randomness (one seeded
 //! SplitMix64) are its own, so a seed is the whole story of a run.
 
 pub mod check;
+pub mod fairness;
 pub mod rng;
 mod sim;
 pub mod store;

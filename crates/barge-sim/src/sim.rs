@@ -24,6 +24,11 @@ mod steps;
 const CE_NAMES: [&str; 4] = ["ce-a", "ce-b", "ce-c", "ce-d"];
 const QUEUE_NAMES: [&str; 3] = ["q-a", "q-b", "q-c"];
 const DEF_NAMES: [&str; 3] = ["def-a", "def-b", "def-c"];
+const POLICY_NAMES: [&str; 3] = ["pol-a", "pol-b", "pol-c"];
+/// Share identifiers jobs use, and the entries distributions draw from (wildcards included,
+/// so shares pool and entries overlap).
+const SHARE_IDS: [&str; 5] = ["alice", "bob", "team1", "team2", "carol"];
+const SHARE_ENTRIES: [&str; 6] = ["alice", "bob", "team*", "team1", "car*", "t*"];
 
 /// How many history lines a failure prints.
 const HISTORY_LINES: usize = 24;
@@ -57,6 +62,8 @@ pub struct Summary {
     pub jobs_timed_out: u64,
     /// Jobs cancelled by a queue's jobStateTimeLimitActions.
     pub jobs_time_limited: u64,
+    /// Placements of jobs with a shareIdentifier (in fair-share queues).
+    pub fair_share_placements: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -80,6 +87,7 @@ impl Summary {
         self.drain_rounds += o.drain_rounds;
         self.jobs_timed_out += o.jobs_timed_out;
         self.jobs_time_limited += o.jobs_time_limited;
+        self.fair_share_placements += o.fair_share_placements;
     }
 }
 
@@ -180,9 +188,12 @@ enum StepKind {
     Restart,
     Batch,
     Timeouts,
+    CreatePolicy,
+    UpdatePolicy,
+    DeletePolicy,
 }
 
-const STEP_WEIGHTS: [(StepKind, u64); 25] = [
+const STEP_WEIGHTS: [(StepKind, u64); 28] = [
     (StepKind::CreateCe, 3),
     (StepKind::UpdateCe, 4),
     (StepKind::DeleteCe, 1),
@@ -208,6 +219,9 @@ const STEP_WEIGHTS: [(StepKind, u64); 25] = [
     (StepKind::Restart, 1),
     (StepKind::Batch, 4),
     (StepKind::Timeouts, 2),
+    (StepKind::CreatePolicy, 1),
+    (StepKind::UpdatePolicy, 1),
+    (StepKind::DeletePolicy, 1),
 ];
 
 /// One simulated host. Its agent id changes when it joins again under a new identity.
@@ -479,6 +493,9 @@ impl Sim {
                         format!("a pass reports {placed} placements but launched {launched}"),
                     );
                 }
+                if *fresh {
+                    self.check(check_queue_order(&prev, work))?;
+                }
                 if *fresh && placed != *proposed {
                     return self.violation(
                         PLACEMENT,
@@ -488,6 +505,18 @@ impl Sim {
                     );
                 }
                 self.summary.placements += launched as u64;
+                self.summary.fair_share_placements += effects
+                    .iter()
+                    .filter(|e| match e {
+                        Effect::Agent {
+                            instruction: AgentInstruction::Launch(spec),
+                            ..
+                        } => work
+                            .job(&spec.job_id)
+                            .is_some_and(|j| j.share_identifier.is_some()),
+                        _ => false,
+                    })
+                    .count() as u64;
             }
             Note::Reports { agent_id, reports } => {
                 let Reply::Reports { refused } = reply else {

@@ -2,6 +2,7 @@
 //! by hand the way a bug would, and asserts that the checker names the broken invariant. The
 //! sabotage tests do the same end to end, through whole seeded runs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use barge_core::agent::{AgentInstruction, AgentReport};
@@ -469,4 +470,95 @@ fn dependency_checker_catches_a_job_that_ran_before_its_dependency_succeeded() {
     early.status = JobStatus::Pending;
     s.put_job(early);
     assert!(check_dependencies(&s).is_ok());
+}
+
+#[test]
+fn queue_order_checker_catches_a_fifo_queue_that_lets_a_later_job_jump_ahead() {
+    let mut prev = base();
+    ok(
+        &mut prev,
+        Command::AgentReports {
+            agent_id: "a1".into(),
+            reports: vec![exited("j1", "att-1", 0)],
+        },
+    );
+    ok(&mut prev, submit("j4"));
+    ok(
+        &mut prev,
+        Command::SchedulerPass(barge_core::Plan {
+            admit: vec!["j4".into()],
+            placements: vec![],
+        }),
+    );
+    // j3 and j4 are RUNNABLE and alike, one vCPU is free: the applier re-checks capacity, not
+    // order, so a plan that takes j4 first commits, and only the order checker objects.
+    let placement = |job: &str| barge_core::command::Placement {
+        job_id: job.into(),
+        compute_environment: "ce".into(),
+        agent_id: "a1".into(),
+        attempt_id: format!("att-{job}"),
+    };
+    let mut next = prev.clone();
+    ok(
+        &mut next,
+        Command::SchedulerPass(barge_core::Plan {
+            admit: vec![],
+            placements: vec![placement("j4")],
+        }),
+    );
+    violated(check_queue_order(&prev, &next), QUEUE_ORDER);
+    let mut right = prev.clone();
+    ok(
+        &mut right,
+        Command::SchedulerPass(barge_core::Plan {
+            admit: vec![],
+            placements: vec![placement("j3")],
+        }),
+    );
+    check_queue_order(&prev, &right).expect("the older job first");
+}
+
+#[test]
+fn share_index_checker_catches_a_job_moved_to_another_share_behind_put_job() {
+    let mut s = base();
+    ok(
+        &mut s,
+        Command::CreateSchedulingPolicy(SchedulingPolicy {
+            name: "p".into(),
+            fairshare_policy: None,
+            tags: Tags::new(),
+        }),
+    );
+    let mut fair = (**s.job_queues.get("q").unwrap()).clone();
+    fair.name = "fq".into();
+    fair.scheduling_policy_arn = Some(Identity::default().scheduling_policy_arn("p"));
+    ok(&mut s, Command::CreateJobQueue(fair));
+    ok(
+        &mut s,
+        Command::SubmitJob(Box::new(SubmitJob {
+            job_id: "f1".into(),
+            name: "f1".into(),
+            queue: "fq".into(),
+            definition: "d".into(),
+            share_identifier: Some("alice".into()),
+            ..Default::default()
+        })),
+    );
+    check_share_index(&s).expect("kept in step by put_job");
+    let mut f1 = job(&s, "f1");
+    f1.share_identifier = Some("bob".into());
+    s.jobs.insert("f1".into(), Arc::new(f1));
+    violated(check_share_index(&s), INDEXES);
+    violated(check_indexes(&s), INDEXES);
+}
+
+#[test]
+fn share_weights_checker_names_the_share_that_got_too_much() {
+    let weights = BTreeMap::from([("a".to_string(), 1.0), ("b".to_string(), 0.25)]);
+    let fair = BTreeMap::from([("a".to_string(), 20.0), ("b".to_string(), 81.0)]);
+    check_share_weights(&fair, &weights, 0.1).expect("within 10% of 4:1");
+    let even = BTreeMap::from([("a".to_string(), 50.0), ("b".to_string(), 50.0)]);
+    let v = check_share_weights(&even, &weights, 0.1).unwrap_err();
+    assert_eq!(v.invariant, SHARE_WEIGHTS);
+    assert!(v.detail.contains("share a (weight 1) got 50.0%"), "{v}");
 }

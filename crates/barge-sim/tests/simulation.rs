@@ -64,6 +64,10 @@ fn seeded_simulations_hold_every_invariant() {
     if seeds >= 100 {
         assert!(total.placements > seeds, "too few placements: {total:?}");
         assert!(
+            total.fair_share_placements > seeds / 4,
+            "too few fair-share placements: {total:?}"
+        );
+        assert!(
             total.jobs_succeeded > 0 && total.jobs_failed > 0,
             "{total:?}"
         );

@@ -1,6 +1,7 @@
 //! Random commands: each generator draws one API command (valid or not) from the committed
 //! state and the small name pools, so that names collide and references go stale.
 
+use barge_core::arn::{name_from_reference, ResourceKind};
 use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate, SubmitJob};
 use barge_core::model::*;
 use barge_core::Command;
@@ -105,7 +106,10 @@ impl Sim {
             }
             3 => "arn:aws:batch:us-east-1:000000000000:job-definition/def-a".into(),
             4 => "arn:aws:s3:::a-bucket".into(),
-            5 => "arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into(),
+            5 => {
+                let name = *self.rng.pick(&POLICY_NAMES);
+                self.identity.scheduling_policy_arn(name)
+            }
             _ => {
                 let id = self.job_ref();
                 self.identity.job_arn(&id)
@@ -125,6 +129,95 @@ impl Sim {
                 (format!("k{k}"), format!("v{}", self.rng.below(100)))
             })
             .collect()
+    }
+
+    /// A scheduling policy reference: mostly the ARN of a pool name, sometimes its bare name or
+    /// one that never exists.
+    pub(super) fn policy_ref(&mut self) -> String {
+        let name = *self.rng.pick(&POLICY_NAMES);
+        match self.rng.below(20) {
+            0 => "pol-missing".into(),
+            1 => name.into(),
+            2 => self.identity.job_queue_arn(name),
+            _ => self.identity.scheduling_policy_arn(name),
+        }
+    }
+
+    /// A fairsharePolicy; with `valid`, one AWS accepts (no overlapping entries, values in range).
+    pub(super) fn gen_fairshare(&mut self, valid: bool) -> FairsharePolicy {
+        let mut entries: Vec<ShareWeight> = Vec::new();
+        for _ in 0..self.rng.range(0, 3) {
+            let id = self.rng.pick(&SHARE_ENTRIES).to_string();
+            let clash = entries.iter().any(|e| {
+                let (a, b) = (e.share_identifier.as_str(), id.as_str());
+                match (a.strip_suffix('*'), b.strip_suffix('*')) {
+                    (Some(pa), Some(pb)) => pa.starts_with(pb) || pb.starts_with(pa),
+                    (Some(pa), None) => b.starts_with(pa),
+                    (None, Some(pb)) => a.starts_with(pb),
+                    (None, None) => a == b,
+                }
+            });
+            if valid && clash {
+                continue;
+            }
+            entries.push(ShareWeight {
+                share_identifier: id,
+                weight_factor_e4: *self.rng.pick(&[
+                    None,
+                    Some(1),
+                    Some(2_500),
+                    Some(10_000),
+                    Some(80_000),
+                ]),
+            });
+        }
+        let mut p = FairsharePolicy {
+            share_decay_seconds: *self.rng.pick(&[None, Some(0), Some(60), Some(3_600)]),
+            compute_reservation: *self.rng.pick(&[None, Some(0), Some(0), Some(25), Some(90)]),
+            share_distribution: entries,
+        };
+        if !valid && self.rng.chance(25) {
+            match self.rng.below(3) {
+                0 => p.share_decay_seconds = Some(-1),
+                1 => p.compute_reservation = Some(100),
+                _ => p.share_distribution.push(ShareWeight {
+                    share_identifier: "zed".into(),
+                    weight_factor_e4: Some(0),
+                }),
+            }
+        }
+        p
+    }
+
+    pub(super) fn gen_create_policy(&mut self, valid: Option<&str>) -> Planned {
+        let name = valid.map_or_else(|| self.rng.pick(&POLICY_NAMES).to_string(), str::to_string);
+        let fairshare_policy =
+            (valid.is_some() || self.rng.chance(90)).then(|| self.gen_fairshare(valid.is_some()));
+        Planned {
+            what: format!("create scheduling policy {name} {fairshare_policy:?}"),
+            command: Command::CreateSchedulingPolicy(SchedulingPolicy {
+                name,
+                fairshare_policy,
+                tags: Tags::new(),
+            }),
+            note: Note::Plain,
+        }
+    }
+
+    pub(super) fn gen_update_policy(&mut self) -> Planned {
+        let reference = self.policy_ref();
+        let fairshare_policy = self.rng.chance(90).then(|| {
+            let valid = self.rng.chance(70);
+            self.gen_fairshare(valid)
+        });
+        Planned {
+            what: format!("update scheduling policy {reference} {fairshare_policy:?}"),
+            command: Command::UpdateSchedulingPolicy {
+                reference,
+                fairshare_policy,
+            },
+            note: Note::Plain,
+        }
     }
 
     pub(super) fn gen_tag(&mut self) -> Planned {
@@ -292,10 +385,12 @@ impl Sim {
             },
             priority: self.rng.range(0, 10),
             compute_environment_order: order,
-            scheduling_policy_arn: if !valid && self.rng.chance(3) {
-                Some("arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into())
-            } else {
-                None
+            scheduling_policy_arn: match valid {
+                true if self.rng.chance(40) => {
+                    Some(self.identity.scheduling_policy_arn(POLICY_NAMES[0]))
+                }
+                false if self.rng.chance(30) => Some(self.policy_ref()),
+                _ => None,
             },
             // Short enough for the simulated clock's quiet spells to reach.
             job_state_time_limit_actions: if self.rng.chance(30) {
@@ -352,9 +447,13 @@ impl Sim {
         if self.rng.chance(30) {
             u.compute_environment_order = Some(self.gen_order());
         }
-        if self.rng.chance(2) {
-            u.scheduling_policy_arn =
-                Some("arn:aws:batch:us-east-1:000000000000:scheduling-policy/p".into());
+        if self.rng.chance(6) {
+            // Replacing works on a fair-share queue; removing ("") and gaining never do.
+            u.scheduling_policy_arn = Some(if self.rng.chance(10) {
+                String::new()
+            } else {
+                self.policy_ref()
+            });
         }
         Planned {
             what: format!(
@@ -604,6 +703,20 @@ impl Sim {
                 });
             }
         }
+        // A shareIdentifier when the queue has a policy, mostly; now and then the wrong way.
+        let fair = name_from_reference(&s.queue, ResourceKind::JobQueue)
+            .and_then(|n| self.state.job_queues.get(n))
+            .is_some_and(|q| q.scheduling_policy_arn.is_some());
+        if fair != self.rng.chance(5) {
+            s.share_identifier = Some(if self.rng.chance(3) {
+                "bad id*x".into()
+            } else {
+                self.rng.pick(&SHARE_IDS).to_string()
+            });
+        }
+        if self.rng.chance(30) {
+            s.scheduling_priority_override = Some(self.rng.range(0, 9));
+        }
         if self.rng.chance(1) {
             // Array dependency types are refused until array jobs exist.
             s.depends_on.push(JobDependency {
@@ -613,9 +726,13 @@ impl Sim {
         }
         Planned {
             what: format!(
-                "submit {job_id} to {} with {}{}{}",
+                "submit {job_id} to {} with {}{}{}{}",
                 s.queue,
                 s.definition,
+                match (&s.share_identifier, s.scheduling_priority_override) {
+                    (None, None) => String::new(),
+                    (share, priority) => format!(" share {share:?} priority {priority:?}"),
+                },
                 if s.container_overrides.is_some() {
                     " +overrides"
                 } else {

@@ -56,6 +56,8 @@ impl Sim {
             }
             planned.push(p);
         }
+        // One valid policy, which setup queues may use, so most schedules see fair share.
+        planned.push(self.gen_create_policy(Some(POLICY_NAMES[0])));
         let queues = self.rng.range(1, 2) as usize;
         for name in QUEUE_NAMES.iter().take(queues) {
             let order: Vec<String> = CE_NAMES.iter().take(ces).map(|s| s.to_string()).collect();
@@ -241,6 +243,9 @@ impl Sim {
             (StepKind::Terminate, 3),
             (StepKind::Tag, 1),
             (StepKind::Untag, 1),
+            (StepKind::CreatePolicy, 1),
+            (StepKind::UpdatePolicy, 1),
+            (StepKind::DeletePolicy, 1),
         ];
         let weights: Vec<u64> = kinds.iter().map(|(_, w)| *w).collect();
         let kind = kinds[self.rng.weighted(&weights)].0;
@@ -295,6 +300,16 @@ impl Sim {
                 }
             }
             StepKind::Tag => self.gen_tag(),
+            StepKind::CreatePolicy => self.gen_create_policy(None),
+            StepKind::UpdatePolicy => self.gen_update_policy(),
+            StepKind::DeletePolicy => {
+                let reference = self.policy_ref();
+                Planned {
+                    what: format!("delete scheduling policy {reference}"),
+                    command: Command::DeleteSchedulingPolicy { reference },
+                    note: Note::Plain,
+                }
+            }
             StepKind::Untag => {
                 let arn = self.arn_ref();
                 let keys: Vec<String> = (0..self.rng.range(1, 3))
@@ -676,6 +691,12 @@ impl Sim {
         }
         if rebuilt.log_streams != before.log_streams {
             differs.push("log streams");
+        }
+        if rebuilt.scheduling_policies != before.scheduling_policies {
+            differs.push("scheduling policies");
+        }
+        if rebuilt.share_usage != before.share_usage {
+            differs.push("fair-share usage");
         }
         if rebuilt.next_job_seq != before.next_job_seq {
             differs.push("next_job_seq");
