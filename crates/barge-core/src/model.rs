@@ -59,14 +59,14 @@ impl JobStatus {
     /// The transitions the job lifecycle allows. Checked by the simulator after every step.
     pub fn may_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
-        match (self, next) {
-            (Submitted, Pending | Runnable | Failed) => true,
-            (Pending, Runnable | Failed) => true,
-            (Runnable, Starting | Failed) => true,
-            (Starting, Running | Runnable | Failed | Succeeded) => true,
-            (Running, Succeeded | Failed | Runnable) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Submitted, Pending | Runnable | Failed)
+                | (Pending, Runnable | Failed)
+                | (Runnable, Starting | Failed)
+                | (Starting, Running | Runnable | Failed | Succeeded)
+                | (Running, Succeeded | Failed | Runnable)
+        )
     }
 }
 

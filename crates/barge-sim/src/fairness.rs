@@ -122,7 +122,7 @@ impl Run {
         // The whole-state checks are linear in all jobs ever run; now and then is enough here
         // (the seeded simulations run them after every step).
         self.passes += 1;
-        if self.passes % 64 == 0 {
+        if self.passes.is_multiple_of(64) {
             check_state(&self.state)?;
         }
         for e in changes.effects {

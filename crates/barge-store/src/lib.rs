@@ -266,6 +266,10 @@ pub struct StoredEvent {
     pub message: String,
 }
 
+/// What `filter_events` found: the events, the position of the last row examined, and whether
+/// the scan reached the end.
+pub type FilteredEvents = (Vec<StoredEvent>, Option<(i64, u64, u64)>, bool);
+
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -361,7 +365,7 @@ impl LogReader {
         limit: usize,
         scan_max: usize,
         keep: &dyn Fn(&str) -> bool,
-    ) -> Result<(Vec<StoredEvent>, Option<(i64, u64, u64)>, bool), StoreError> {
+    ) -> Result<FilteredEvents, StoreError> {
         if streams.is_empty() {
             return Ok((Vec::new(), None, true));
         }
