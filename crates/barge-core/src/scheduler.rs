@@ -70,10 +70,9 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
             .jobs_in(&queue.name, JobStatus::Runnable)
             .into_iter()
             .flatten();
-        let fresh = admitted.get(&queue.name).into_iter().flatten();
-        let fresh_slice = admitted.get(&queue.name).map_or(&[][..], |v| &v[..]);
+        let fresh: &[(u64, String)] = admitted.get(&queue.name).map_or(&[], |v| v);
         let order: Box<dyn Iterator<Item = &String>> =
-            match fairshare::dispatch_order(state, queue, fresh_slice) {
+            match fairshare::dispatch_order(state, queue, fresh) {
                 Some(by_share) => Box::new(by_share),
                 None => Box::new(runnable.chain(fresh).map(|(_, id)| id)),
             };

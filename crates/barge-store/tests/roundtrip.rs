@@ -109,3 +109,44 @@ fn committed_entities_and_events_survive_reopening() {
         .unwrap();
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
 }
+
+#[test]
+fn scheduling_policies_and_share_usage_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut state = State::new(Default::default());
+    let policy = SchedulingPolicy {
+        name: "p".into(),
+        fairshare_policy: Some(FairsharePolicy {
+            share_decay_seconds: Some(3600),
+            compute_reservation: None,
+            share_distribution: vec![ShareWeight {
+                share_identifier: "team*".into(),
+                weight_factor_e4: Some(1_234),
+            }],
+        }),
+        tags: Tags::from([("k".to_string(), "v".to_string())]),
+    };
+    let usage = barge_core::fairshare::ShareUsage {
+        queue: "q".into(),
+        as_of_ms: 1_700_000_000_123,
+        usage_mvcpu_ms: [("team1".to_string(), 987_654_321_987)].into(),
+    };
+    state
+        .scheduling_policies
+        .insert("p".into(), Arc::new(policy.clone()));
+    state
+        .share_usage
+        .insert("q".into(), Arc::new(usage.clone()));
+    let mut changes = Changes::default();
+    changes.dirty.push(Key::SchedulingPolicy("p".into()));
+    changes.dirty.push(Key::ShareUsage("q".into()));
+    store.commit(&state, &changes).unwrap();
+    drop(store);
+    let loaded = Store::open(dir.path())
+        .unwrap()
+        .load(Default::default())
+        .unwrap();
+    assert_eq!(*loaded.scheduling_policies["p"], policy);
+    assert_eq!(*loaded.share_usage["q"], usage);
+}

@@ -74,8 +74,9 @@ pub struct Standing {
     pub usage_mvcpu_ms: f64,
     /// Shares that dispatch before this one.
     pub shares_ahead: usize,
-    /// Environments with room that computeReservation keeps from this job's share:
-    /// (name, vCPUs held back, thousandths).
+    /// Environments with room that computeReservation keeps from this job's share: (name,
+    /// vCPUs held back, thousandths). Empty when some environment of the queue has room the
+    /// reservation leaves to it.
     pub reserved: Vec<(String, u64)>,
 }
 
@@ -115,6 +116,7 @@ pub fn standing(state: &State, job: &Job) -> Option<Standing> {
     let position = ranked.iter().position(|s| s.key == key)?;
     let share = &ranked[position];
     let mut reserved = Vec::new();
+    let mut room_left = false;
     if let Some(r) = Reservation::new(state, queue) {
         for entry in &queue.compute_environment_order {
             let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
@@ -127,13 +129,18 @@ pub fn standing(state: &State, job: &Job) -> Option<Standing> {
                     .agents
                     .values()
                     .any(|a| a.serves(ce) && agent_has_room(a, job.resources));
-            if let Some(cap) = r.cap_milli(job, ce) {
-                if has_room && used + u64::from(job.resources.vcpus_milli) > cap {
+            let cap = r.cap_milli(job, ce);
+            match cap {
+                Some(cap) if has_room && used + u64::from(job.resources.vcpus_milli) > cap => {
                     let (_, held) = held_back_milli(ce, r.percent, r.running.len())?;
                     reserved.push((ce.name.clone(), held));
                 }
+                _ => room_left |= has_room,
             }
         }
+    }
+    if room_left {
+        reserved.clear();
     }
     Some(Standing {
         share: key.to_string(),
