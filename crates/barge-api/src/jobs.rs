@@ -6,6 +6,7 @@ use barge_core::arn::{name_from_reference, ResourceKind};
 use barge_core::command::SubmitJob;
 use barge_core::limits::*;
 use barge_core::model::*;
+use barge_core::multinode::{node_id, NodeOverrides};
 use barge_core::reason::why_waiting;
 use barge_core::{Command, Reply, State};
 use serde::Deserialize;
@@ -30,7 +31,7 @@ struct SubmitInput {
     #[serde(default)]
     parameters: BTreeMap<String, String>,
     container_overrides: Option<ContainerOverrides>,
-    node_overrides: Option<Value>,
+    node_overrides: Option<NodeOverrides>,
     retry_strategy: Option<RetryStrategy>,
     propagate_tags: Option<bool>,
     timeout: Option<JobTimeout>,
@@ -62,12 +63,15 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     }
     check_tags("tags", &i.tags)?;
     if i.array_properties.is_some() {
+        // AWS refuses arrays of multi-node parallel jobs.
+        if i.node_overrides.is_some() || names_multinode_definition(b, &i.job_definition) {
+            return Err(ApiError::client(
+                "arrayProperties cannot be used with a multi-node parallel job (a type multinode job definition or nodeOverrides)",
+            ));
+        }
         return Err(ApiError::client(
             "arrayProperties (array jobs) is not supported by this version of Barge yet; submit one job per index",
         ));
-    }
-    if i.node_overrides.is_some() {
-        return Err(ApiError::client("nodeOverrides (multi-node parallel jobs) is not supported by this version of Barge yet"));
     }
     if i.eks_properties_override.is_some() || i.ecs_properties_override.is_some() {
         return Err(ApiError::client(
@@ -93,6 +97,7 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         definition: i.job_definition,
         parameters: i.parameters,
         container_overrides: i.container_overrides,
+        node_overrides: i.node_overrides,
         retry_strategy: i.retry_strategy,
         timeout: i.timeout,
         propagate_tags: i.propagate_tags,
@@ -106,6 +111,23 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     };
     let arn = b.snapshot().identity.job_arn(&id);
     Ok(json!({ "jobArn": arn, "jobName": name, "jobId": id }))
+}
+
+/// Whether a SubmitJob's jobDefinition names a multinode definition (for a clearer error; the
+/// core decides everything else about the definition).
+fn names_multinode_definition<B: Backend>(b: &B, reference: &str) -> bool {
+    let state = b.snapshot();
+    let Some(spec) = name_from_reference(reference, ResourceKind::JobDefinition) else {
+        return false;
+    };
+    let def = match spec.rsplit_once(':') {
+        Some((name, rev)) => rev
+            .parse::<u32>()
+            .ok()
+            .and_then(|rev| state.job_definitions.get(&(name.to_string(), rev)).cloned()),
+        None => state.latest_active_definition(spec).cloned(),
+    };
+    def.is_some_and(|d| d.kind == "multinode")
 }
 
 /// The attempt whose container fields a job shows: the live one, else the last.
@@ -158,6 +180,16 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         .iter()
         .map(|a| render_attempt(state, a))
         .collect();
+    // A multi-node parent shows its nodes' properties instead of a container; a node says
+    // where it stands in its job.
+    let (container, node_properties) = match &job.multinode {
+        Some(m) => (Value::Null, node_properties(m)),
+        None => (container, Value::Null),
+    };
+    let node_details = job
+        .node
+        .as_ref()
+        .map(|n| json!({ "nodeIndex": n.index, "isMainNode": n.is_main }));
     compact(json!({
         "jobArn": id.job_arn(&job.id),
         "jobName": job.name,
@@ -176,6 +208,8 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
         "parameters": job.parameters,
         "container": container,
+        "nodeProperties": node_properties,
+        "nodeDetails": node_details,
         "timeout": job.timeout,
         "tags": job.tags,
         "propagateTags": job.propagate_tags,
@@ -183,6 +217,37 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         "isCancelled": job.is_cancelled,
         "isTerminated": job.is_terminated,
     }))
+}
+
+/// AWS's NodeProperties of a submitted multi-node job: its effective size, main node and node
+/// groups (nodeOverrides applied), each as a range with its container.
+fn node_properties(m: &barge_core::multinode::MultiNodeJob) -> Value {
+    let ranges: Vec<Value> = m
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "targetNodes": format!("{}:{}", g.first, g.last),
+                "container": g.container,
+            })
+        })
+        .collect();
+    json!({ "numNodes": m.num_nodes, "mainNode": m.main_node, "nodeRangeProperties": ranges })
+}
+
+/// AWS's NodePropertiesSummary: the size for a parent; index, size and role for a node.
+fn node_summary(state: &State, job: &Job) -> Value {
+    if let Some(m) = &job.multinode {
+        return json!({ "numNodes": m.num_nodes });
+    }
+    let Some(n) = &job.node else {
+        return Value::Null;
+    };
+    let num_nodes = state
+        .job(&n.parent_id)
+        .and_then(|p| p.multinode.as_ref())
+        .map(|m| m.num_nodes);
+    json!({ "isMainNode": n.is_main, "numNodes": num_nodes, "nodeIndex": n.index })
 }
 
 /// AWS's JobSummary (ListJobs).
@@ -203,6 +268,7 @@ fn render_job_summary(state: &State, job: &Job) -> Value {
         "container": container,
         "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
         "shareIdentifier": job.share_identifier,
+        "nodeProperties": node_summary(state, job),
         "isCancelled": job.is_cancelled.then_some(true),
         "isTerminated": job.is_terminated.then_some(true),
     }))
@@ -371,8 +437,11 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         })
         .transpose()?;
     let state = b.snapshot();
+    if let Some(parent) = &i.multi_node_job_id {
+        return list_nodes(&state, parent, status, filter.as_ref(), size, after);
+    }
     let Some(queue_ref) = i.job_queue else {
-        // Array jobs and multi-node jobs do not exist yet, so no job has children or nodes.
+        // Array jobs do not exist yet, so no job has children.
         return Ok(json!({ "jobSummaryList": [] }));
     };
     let queue = name_from_reference(&queue_ref, ResourceKind::JobQueue)
@@ -390,7 +459,8 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
                     continue;
                 }
                 let job = &state.jobs[id];
-                if !filter.keeps(job) {
+                // AWS leaves multi-node jobs' nodes out of filtered listings.
+                if job.node.is_some() || !filter.keeps(job) {
                     continue;
                 }
                 if out.len() == size {
@@ -417,6 +487,50 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
 }
 
+/// ListJobs(multiNodeJobId): the job's nodes in node order, by status (RUNNING when none is
+/// given) or, with a filter, every status; the token is the next node index.
+fn list_nodes(
+    state: &State,
+    reference: &str,
+    status: Option<JobStatus>,
+    filter: Option<&Filter>,
+    size: usize,
+    after: Option<u64>,
+) -> Result<Value, ApiError> {
+    let parent_id = name_from_reference(reference, ResourceKind::Job).unwrap_or(reference);
+    let parent = state.job(parent_id).ok_or_else(|| {
+        ApiError::client(format!("multiNodeJobId: job {reference} does not exist"))
+    })?;
+    let Some(m) = &parent.multinode else {
+        return Err(ApiError::client(format!(
+            "multiNodeJobId: job {reference} is not a multi-node parallel job"
+        )));
+    };
+    let status = status.unwrap_or(JobStatus::Running);
+    let mut out = Vec::new();
+    let mut next = None;
+    let start = after.unwrap_or(0).min(u64::from(m.num_nodes)) as u32;
+    for index in start..m.num_nodes {
+        // Nodes exist once the job's first gang is placed.
+        let Some(node) = state.job(&node_id(&parent.id, index)) else {
+            break;
+        };
+        let keep = match filter {
+            Some(f) => f.keeps(node),
+            None => node.status == status,
+        };
+        if !keep {
+            continue;
+        }
+        if out.len() == size {
+            next = Some(encode_token(&index.to_string()));
+            break;
+        }
+        out.push(render_job_summary(state, node));
+    }
+    Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CancelInput {
@@ -431,6 +545,7 @@ pub async fn cancel<B: Backend>(b: &B, body: &[u8], terminate: bool) -> Result<V
     let job_id = name_from_reference(&i.job_id, ResourceKind::Job)
         .unwrap_or(&i.job_id)
         .to_string();
+    refuse_node(b, &job_id)?;
     let command = if terminate {
         Command::TerminateJob {
             job_id,
@@ -478,6 +593,10 @@ pub async fn cancel_many<B: Backend>(
             successful.push(reference);
             continue;
         }
+        if let Err(e) = refuse_node(b, &job_id) {
+            errors.push(json!({ "job": reference, "code": e.code, "message": e.message }));
+            continue;
+        }
         let reason = i.reason.clone();
         let command = if terminate {
             Command::TerminateJob { job_id, reason }
@@ -492,6 +611,17 @@ pub async fn cancel_many<B: Backend>(
         }
     }
     Ok(json!({ "successful": successful, "errors": errors }))
+}
+
+/// A node of a multi-node job is cancelled or terminated with its whole job, never alone.
+fn refuse_node<B: Backend>(b: &B, job_id: &str) -> Result<(), ApiError> {
+    match b.snapshot().job(job_id).and_then(|j| j.node.clone()) {
+        Some(n) => Err(ApiError::client(format!(
+            "jobId {job_id} is node {} of multi-node parallel job {}; cancel or terminate {} to stop all of its nodes",
+            n.index, n.parent_id, n.parent_id
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A cancel/terminate reason: it becomes the job's statusReason.
@@ -524,6 +654,8 @@ pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
         .jobs_in(queue, JobStatus::Runnable)
         .into_iter()
         .flatten()
+        // Nodes waiting for their job's next attempt are not in line: their job is.
+        .filter(|(_, id)| state.jobs[id].node.is_none())
         .take(QUEUE_SNAPSHOT_JOBS_MAX)
         .map(|(_, id)| {
             let job = &state.jobs[id];

@@ -48,6 +48,8 @@ pub enum Command {
         vcpus_milli: u64,
         memory_mib: u64,
         scope: AgentScope,
+        /// The host's private IPv4 address (multi-node jobs give it to their other nodes).
+        private_ipv4: Option<String>,
     },
     /// The agent is gone: its attempts fail with the host-terminated reason (and are retried
     /// when attempts remain).
@@ -129,6 +131,8 @@ pub struct SubmitJob {
     pub definition: String,
     pub parameters: BTreeMap<String, String>,
     pub container_overrides: Option<ContainerOverrides>,
+    /// Multi-node parallel jobs only.
+    pub node_overrides: Option<crate::multinode::NodeOverrides>,
     pub retry_strategy: Option<RetryStrategy>,
     pub timeout: Option<JobTimeout>,
     pub propagate_tags: Option<bool>,
@@ -145,11 +149,13 @@ pub struct Plan {
     /// SUBMITTED jobs to admit (→ RUNNABLE).
     pub admit: Vec<String>,
     pub placements: Vec<Placement>,
+    /// Multi-node jobs, each placed whole (all nodes) or not at all.
+    pub gangs: Vec<crate::multinode::GangPlacement>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.admit.is_empty() && self.placements.is_empty()
+        self.admit.is_empty() && self.placements.is_empty() && self.gangs.is_empty()
     }
 }
 
@@ -179,7 +185,7 @@ pub enum Reply {
         id: String,
         name: String,
     },
-    /// How many placements of a scheduler pass were committed.
+    /// How many placements of a scheduler pass were committed (a whole gang counts as one).
     Placed {
         placed: usize,
     },

@@ -13,6 +13,7 @@ pub mod command;
 pub mod dependencies;
 pub mod limits;
 pub mod model;
+pub mod multinode;
 pub mod reason;
 pub mod resources;
 pub mod scheduler;

@@ -88,3 +88,12 @@ pub const SCHEDULER_PLACEMENTS_PER_PASS_MAX: usize = 4_096;
 pub const LOG_EVENTS_PAGE_MAX: usize = 10_000;
 pub const LOG_EVENTS_PAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const LOG_DESCRIBE_PAGE_MAX: usize = 50;
+
+/// Nodes of one multi-node parallel job (AWS: 1,000, the instances of one ECS cluster). Every
+/// node is a job row and a placement, so this also bounds what one gang placement commits.
+pub const MULTINODE_NODES_MAX: u32 = 1_000;
+/// Node ranges (node groups) of one multi-node definition (AWS: 5).
+pub const MULTINODE_NODE_RANGES_MAX: usize = 5;
+/// nodePropertyOverrides of one SubmitJob. AWS names no number; each override may split the
+/// job's node groups further, so a small bound keeps a job's distinct containers few.
+pub const MULTINODE_NODE_OVERRIDES_MAX: usize = 10;

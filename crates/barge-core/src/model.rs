@@ -291,7 +291,11 @@ pub struct JobDefinition {
     pub parameters: BTreeMap<String, String>,
     pub scheduling_priority: Option<i64>,
     pub container_properties: Option<ContainerProperties>,
-    pub node_properties: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "crate::multinode::lenient_node_properties"
+    )]
+    pub node_properties: Option<crate::multinode::NodeProperties>,
     pub retry_strategy: Option<RetryStrategy>,
     pub timeout: Option<JobTimeout>,
     pub propagate_tags: Option<bool>,
@@ -375,6 +379,13 @@ pub struct Job {
     pub is_terminated: bool,
     /// Set when a terminate has asked the live attempt to stop.
     pub stop_reason: Option<String>,
+    /// A multi-node parallel job (the parent): its nodes and groups. Its own `current` stays
+    /// None; its nodes' attempts are the live ones (see `crate::multinode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multinode: Option<crate::multinode::MultiNodeJob>,
+    /// A node `<parent>#<index>` of a multi-node parallel job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::multinode::NodeRef>,
 }
 
 impl Job {
@@ -397,6 +408,10 @@ pub struct Agent {
     pub vcpus_milli: u64,
     pub memory_mib: u64,
     pub scope: AgentScope,
+    /// The host's private IPv4 address, given to the other nodes of a multi-node job whose main
+    /// node runs here (AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS).
+    #[serde(default)]
+    pub private_ipv4: Option<String>,
     pub used_vcpus_milli: u64,
     pub used_memory_mib: u64,
 }

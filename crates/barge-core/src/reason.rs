@@ -10,6 +10,9 @@ use crate::state::State;
 pub fn why_waiting(state: &State, job: &Job) -> Option<String> {
     match job.status {
         JobStatus::Submitted => Some("Waiting for the scheduler to evaluate the job".into()),
+        JobStatus::Runnable if job.multinode.is_some() || job.node.is_some() => {
+            Some(crate::multinode::why_waiting(state, job))
+        }
         JobStatus::Runnable => Some(why_runnable(state, job)),
         JobStatus::Pending => Some(why_pending(state, job)),
         _ => None,
@@ -242,7 +245,9 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
             jobs_ahead = state
                 .jobs_in(&job.queue, JobStatus::Runnable)
                 .map(|set| set.range(..(job.seq, job.id.clone())).count());
-            if let Some(queue) = state.job_queues.get(&job.queue) {
+            if job.multinode.is_some() || job.node.is_some() {
+                unblock = crate::multinode::unblock(state, job);
+            } else if let Some(queue) = state.job_queues.get(&job.queue) {
                 let res = job.resources;
                 for o in obstacles(state, queue, res) {
                     unblock.push(match o {

@@ -13,6 +13,7 @@ use crate::command::{Placement, Plan};
 use crate::dependencies::{dependencies, Dependencies};
 use crate::limits::*;
 use crate::model::*;
+use crate::multinode;
 use crate::resources::{agent_could_fit, agent_has_room, ce_has_room};
 use crate::state::State;
 
@@ -60,6 +61,8 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
     });
 
     let mut visits = 0;
+    // Nodes of the gangs planned so far: each is a placement the applier commits.
+    let mut gang_nodes = 0;
     for queue in queues {
         if agents.iter().all(|a| a.free_vcpus_milli() == 0) {
             break;
@@ -71,7 +74,7 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
         let fresh = admitted.get(&queue.name).into_iter().flatten();
         let mut misses = 0;
         for (_, id) in runnable.chain(fresh) {
-            if plan.placements.len() >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
+            if plan.placements.len() + gang_nodes >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
                 return plan;
             }
             visits += 1;
@@ -79,6 +82,37 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                 return plan;
             }
             let job = &state.jobs[id];
+            if job.node.is_some() {
+                // A node waits for its job's next gang; it is never placed on its own.
+                continue;
+            }
+            if job.multinode.is_some() {
+                match multinode::plan_gang(
+                    state,
+                    queue,
+                    job,
+                    &mut agents,
+                    &mut ce_used,
+                    new_attempt_id,
+                ) {
+                    Some(gang) => {
+                        gang_nodes += gang.nodes.len();
+                        plan.gangs.push(gang);
+                    }
+                    None if !multinode::gang_could_ever_fit(
+                        state,
+                        queue,
+                        job.multinode.as_ref().expect("checked"),
+                    ) => {}
+                    None => {
+                        misses += 1;
+                        if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             match choose(state, queue, job.resources, &agents, &ce_used) {
                 Some((ce, agent_index)) => {
                     let agent = &mut agents[agent_index];

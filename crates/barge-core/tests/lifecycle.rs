@@ -28,6 +28,7 @@ impl World {
             vcpus_milli: agent_vcpus * 1000,
             memory_mib: agent_memory_mib,
             scope: AgentScope::AllManaged,
+            private_ipv4: None,
         });
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
@@ -340,6 +341,7 @@ fn stale_reports_are_refused_and_stale_running_is_stopped() {
         vcpus_milli: 4000,
         memory_mib: 8192,
         scope: AgentScope::AllManaged,
+        private_ipv4: None,
     });
     let (r, changes) = w.run(Command::AgentReports {
         agent_id: "i-1".into(),
@@ -525,7 +527,7 @@ proptest! {
     ) {
         let mut w = World { state: State::new(Default::default()), now: 0, next_id: 0 };
         for (n, (v, m)) in agents.iter().enumerate() {
-            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged });
+            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None });
         }
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));

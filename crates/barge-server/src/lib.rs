@@ -149,6 +149,8 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
             vcpus_milli: config.agent_vcpus * 1000,
             memory_mib: config.agent_memory_mib,
             scope: AgentScope::AllManaged,
+            // The local agent runs jobs on this host, which its nodes reach on loopback.
+            private_ipv4: Some("127.0.0.1".into()),
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -31,6 +31,7 @@ pub const LIVENESS: &str = "every job that can run finishes";
 pub const WAITING_REASON: &str = "every waiting job says why";
 pub const NO_PANIC: &str = "the core never panics";
 pub const DEPENDENCY_ORDER: &str = "dependency order respected";
+pub const GANG: &str = "gang all-or-none";
 
 /// One broken invariant: which, and what exactly was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +131,9 @@ pub fn check_transitions(
             if prev.job(&new.id).is_some() {
                 continue;
             }
+            if new_node_of_placed_gang(prev, next, new) {
+                continue;
+            }
             if created != Some(new.id.as_str()) {
                 return fail(
                     LEGAL_TRANSITIONS,
@@ -149,6 +153,20 @@ pub fn check_transitions(
         }
     }
     Ok(())
+}
+
+/// A node row appears when its job's first gang is placed: STARTING, with an attempt, while
+/// its parent went from RUNNABLE (or SUBMITTED, admitted in the same pass) to STARTING.
+fn new_node_of_placed_gang(prev: &State, next: &State, new: &Job) -> bool {
+    let Some(n) = &new.node else { return false };
+    new.status == JobStatus::Starting
+        && new.current.is_some()
+        && prev
+            .job(&n.parent_id)
+            .is_some_and(|p| p.status.is_before_start())
+        && next
+            .job(&n.parent_id)
+            .is_some_and(|p| p.status == JobStatus::Starting)
 }
 
 fn transitions_of<'a>(
@@ -179,7 +197,13 @@ fn transitions_of<'a>(
             );
         }
         let was_live = matches!(old.status, JobStatus::Starting | JobStatus::Running);
-        if was_live && new.status == JobStatus::Failed && !new.is_terminated && !new.is_cancelled {
+        // A node's status follows its job's attempts, not a retry strategy of its own.
+        if was_live
+            && new.status == JobStatus::Failed
+            && !new.is_terminated
+            && !new.is_cancelled
+            && new.node.is_none()
+        {
             // It failed on its own: that is only right when no retry was due.
             if let Some(last) = new.attempts.last() {
                 let retry_due = !attempt_succeeded(last)
@@ -222,6 +246,7 @@ fn transitions_of<'a>(
 pub fn check_state(state: &State) -> Result<(), Violation> {
     check_dependencies(state)?;
     check_live_attempts(state)?;
+    check_gangs(state)?;
     check_attempts(state)?;
     let u = usage(state);
     indexes_with(state, &u)?;
@@ -277,6 +302,16 @@ fn live_attempts_of(
     let mut attempt_ids: HashSet<&str> = HashSet::new();
     for job in jobs {
         let live = matches!(job.status, JobStatus::Starting | JobStatus::Running);
+        // A multi-node parent runs nothing itself: its nodes hold the live attempts.
+        if job.multinode.is_some() {
+            if job.current.is_some() {
+                return fail(
+                    ONE_LIVE_ATTEMPT,
+                    format!("multi-node job {} has an attempt of its own", job.id),
+                );
+            }
+            continue;
+        }
         if live != job.current.is_some() {
             return fail(
                 ONE_LIVE_ATTEMPT,
@@ -383,6 +418,11 @@ fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violatio
                 );
             }
             let last = i + 1 == job.attempts.len();
+            // A node runs again with every attempt of its job, whatever its own last result
+            // (`check_gangs` holds nodes to their job instead).
+            if job.node.is_some() {
+                continue;
+            }
             if attempt_succeeded(a) && (!last || job.current.is_some() || !job.status.is_terminal())
             {
                 return fail(
@@ -395,6 +435,9 @@ fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violatio
                     ),
                 );
             }
+        }
+        if job.node.is_some() {
+            continue;
         }
         if job.status.is_before_start() && !job.attempts.is_empty() {
             let last = job.attempts.last().expect("not empty");
@@ -642,21 +685,33 @@ pub fn check_placements(
         let Some(job) = next.job(id) else {
             return fail(PLACEMENT, format!("launch of unknown job {id}"));
         };
-        let Some(before) = prev.job(id) else {
-            return fail(
-                PLACEMENT,
-                format!("launch of job {id} created in the same command"),
-            );
-        };
-        if before.current.is_some() || !before.status.is_before_start() {
-            return fail(
-                ONE_LIVE_ATTEMPT,
-                format!(
-                    "job {id} was placed again while {} with attempt {:?}",
-                    before.status.as_str(),
-                    before.current.as_ref().map(|a| &a.id)
-                ),
-            );
+        let before = prev.job(id);
+        let deferred_node = before.is_some_and(|b| {
+            b.node.as_ref().is_some_and(|n| !n.launched)
+                && b.current.as_ref().is_some_and(|a| a.id == spec.attempt_id)
+        });
+        match before {
+            // The main node of a gang placed for the first time: its row is new.
+            None if job.node.as_ref().is_some_and(|n| n.is_main) => {}
+            None => {
+                return fail(
+                    PLACEMENT,
+                    format!("launch of job {id} created in the same command"),
+                )
+            }
+            // A node placed with its gang, launched once the main node runs: same attempt.
+            Some(_) if deferred_node => {}
+            Some(before) if before.current.is_some() || !before.status.is_before_start() => {
+                return fail(
+                    ONE_LIVE_ATTEMPT,
+                    format!(
+                        "job {id} was placed again while {} with attempt {:?}",
+                        before.status.as_str(),
+                        before.current.as_ref().map(|a| &a.id)
+                    ),
+                );
+            }
+            Some(_) => {}
         }
         let Some(cur) = job.current.as_ref() else {
             return fail(
@@ -687,6 +742,11 @@ pub fn check_placements(
                 PLACEMENT,
                 format!("launch spec of {} disagrees with job {id}", spec.attempt_id),
             );
+        }
+        if deferred_node {
+            // Its place (environment, queue, capacity) was checked when its gang was placed;
+            // an environment disabled since then stops new placements, not this launch.
+            continue;
         }
         let ce_name = &cur.compute_environment;
         let Some(ce) = next.compute_environments.get(ce_name) else {
@@ -892,7 +952,9 @@ pub fn check_reports(
         let live = prev
             .job(job_id)
             .and_then(|j| j.current.as_ref())
-            .is_some_and(|a| a.id == attempt_id && a.agent_id == agent_id)
+            .is_some_and(|a| {
+                a.id == attempt_id && a.agent_id == agent_id && a.stopped_at.is_none()
+            })
             && !ended.contains(attempt_id);
         if !live {
             expected_refused += 1;
@@ -903,9 +965,12 @@ pub fn check_reports(
         }
         if let AgentReport::Exited { exit_code, .. } = r {
             ended.insert(attempt_id);
+            // A node that exits while its job runs on keeps the ended attempt as its current
+            // one until the job ends.
             let recorded = next.job(job_id).is_some_and(|j| {
                 j.attempts
                     .iter()
+                    .chain(j.current.as_ref().filter(|a| a.stopped_at.is_some()))
                     .any(|a| a.id == attempt_id && a.exit_code == *exit_code)
             });
             if !recorded {
@@ -930,7 +995,9 @@ pub fn check_reports(
     let stops = effects
         .iter()
         .filter(|e| {
-            matches!(e, Effect::Agent { agent_id: a, instruction: AgentInstruction::Stop { .. } } if a == agent_id)
+            // Stale Running reports are answered with an immediate stop (no grace); a multi-node
+            // job whose attempt ended stops its other nodes with the usual grace.
+            matches!(e, Effect::Agent { agent_id: a, instruction: AgentInstruction::Stop { grace_ms: 0, .. } } if a == agent_id)
         })
         .count();
     if stops != stale_running {
@@ -982,29 +1049,47 @@ pub fn check_submit(prev: &State, next: &State, job_id: &str) -> Result<(), Viol
     let def = prev
         .job_definitions
         .get(&(job.definition_name.clone(), job.definition_revision));
-    if !def.is_some_and(|d| {
-        d.status == DefinitionStatus::Active
-            && d.kind == "container"
-            && d.container_properties.is_some()
-    }) {
+    let runnable_kind = |d: &JobDefinition| match d.kind.as_str() {
+        "container" => d.container_properties.is_some() && job.multinode.is_none(),
+        "multinode" => d.node_properties.is_some() && job.multinode.is_some(),
+        _ => false,
+    };
+    if !def.is_some_and(|d| d.status == DefinitionStatus::Active && runnable_kind(d)) {
         return fail(
             ACCEPTED,
             format!(
-                "job {job_id} accepted with missing, INACTIVE or non-container definition {}:{}",
+                "job {job_id} accepted with missing, INACTIVE or unrunnable definition {}:{}",
                 job.definition_name, job.definition_revision
             ),
         );
     }
-    match resources_of(&job.container) {
-        Ok(r) if r == job.resources => {}
-        other => {
+    if let Some(m) = &job.multinode {
+        // The parent books nothing; each node group books what its container asks for.
+        let groups_ok = m.groups.first().is_some_and(|g| g.first == 0)
+            && m.groups.last().is_some_and(|g| g.last + 1 == m.num_nodes)
+            && m.groups.windows(2).all(|w| w[0].last + 1 == w[1].first)
+            && m.main_node < m.num_nodes
+            && m.groups
+                .iter()
+                .all(|g| resources_of(&g.container).is_ok_and(|r| r == g.resources));
+        if job.resources != Resources::default() || !groups_ok || job.node.is_some() {
             return fail(
                 ACCEPTED,
-                format!(
-                    "job {job_id} books {:?} but its container asks for {other:?}",
-                    job.resources
-                ),
-            )
+                format!("multi-node job {job_id} was accepted with inconsistent node groups"),
+            );
+        }
+    } else {
+        match resources_of(&job.container) {
+            Ok(r) if r == job.resources => {}
+            other => {
+                return fail(
+                    ACCEPTED,
+                    format!(
+                        "job {job_id} books {:?} but its container asks for {other:?}",
+                        job.resources
+                    ),
+                )
+            }
         }
     }
     if job.seq + 1 != next.next_job_seq || prev.jobs.values().any(|j| j.seq >= job.seq) {
@@ -1019,6 +1104,10 @@ pub fn check_submit(prev: &State, next: &State, job_id: &str) -> Result<(), Viol
 /// Whether a job could start now if capacity were free: its queue lists an ENABLED environment
 /// whose maxvCpus bound admits it and a registered agent serving it is large enough.
 pub fn could_run(state: &State, job: &Job) -> bool {
+    if let Some(n) = &job.node {
+        // A node runs when its job does.
+        return state.job(&n.parent_id).is_some_and(|p| could_run(state, p));
+    }
     let Some(queue) = state.job_queues.get(&job.queue) else {
         return false;
     };
@@ -1042,15 +1131,249 @@ pub fn could_run(state: &State, job: &Job) -> bool {
         let Some(ce) = state.compute_environments.get(&o.compute_environment) else {
             return false;
         };
-        ce.state == ResourceState::Enabled
-            && ce
-                .max_vcpus_milli()
-                .is_none_or(|max| max >= u64::from(job.resources.vcpus_milli))
+        if ce.state != ResourceState::Enabled {
+            return false;
+        }
+        if let Some(m) = &job.multinode {
+            // The whole gang at once: its sum under maxvCpus, every node on an idle host. The
+            // packing is the core's own (largest first, best fit), which places what it finds.
+            let (total, _) = m.total();
+            let needs: Vec<(u32, Resources)> =
+                (0..m.num_nodes).map(|i| (i, m.resources_of(i))).collect();
+            let idle: Vec<(u64, u64)> = state
+                .agents
+                .values()
+                .filter(|a| a.serves(ce))
+                .map(|a| (a.vcpus_milli, a.memory_mib))
+                .collect();
+            return ce.max_vcpus_milli().is_none_or(|max| max >= total)
+                && barge_core::multinode::pack(&needs, &idle).is_some();
+        }
+        ce.max_vcpus_milli()
+            .is_none_or(|max| max >= u64::from(job.resources.vcpus_milli))
             && state
                 .agents
                 .values()
                 .any(|a| a.serves(ce) && agent_could_fit(a, job.resources))
     })
+}
+
+/// Gang all-or-none, for every multi-node job and its node rows `<id>#<n>`:
+/// - node rows exist for every node or for none (a gang is placed whole), each naming its job,
+///   its index and whether it is the main node;
+/// - while the job is STARTING or RUNNING every node is live, all on one compute environment
+///   and all in the job's attempt in progress: one live gang, never a part of one; only the
+///   main node is launched before it has started;
+/// - otherwise a node still live is being stopped, in the job's last attempt (a new gang never
+///   starts beside an old one); a node waits RUNNABLE only while its job does, and is terminal
+///   only once its job is;
+/// - the main node decides: an attempt that ended by its container carries the main node's
+///   exit code and reason, and the job SUCCEEDED only if its main node's attempt did; a node is
+///   SUCCEEDED only if it succeeded itself or was stopped when its job succeeded.
+pub fn check_gangs(state: &State) -> Result<(), Violation> {
+    let mut parents: Vec<&Arc<Job>> = state
+        .jobs
+        .values()
+        .filter(|j| j.multinode.is_some())
+        .collect();
+    parents.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    for p in parents {
+        gang_of(state, p)?;
+    }
+    for node in state.jobs.values().filter(|j| j.node.is_some()) {
+        let n = node.node.as_ref().expect("a node");
+        if !state
+            .job(&n.parent_id)
+            .is_some_and(|p| p.multinode.as_ref().is_some_and(|m| n.index < m.num_nodes))
+        {
+            return fail(
+                GANG,
+                format!("node {} belongs to no multi-node job", node.id),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn gang_of(state: &State, p: &Job) -> Result<(), Violation> {
+    let m = p.multinode.as_ref().expect("a parent");
+    let nodes: Vec<Option<&Arc<Job>>> = (0..m.num_nodes)
+        .map(|i| state.job(&barge_core::multinode::node_id(&p.id, i)))
+        .collect();
+    let existing = nodes.iter().flatten().count();
+    if existing != 0 && existing != nodes.len() {
+        return fail(
+            GANG,
+            format!(
+                "multi-node job {} has {existing} of its {} node rows",
+                p.id, m.num_nodes
+            ),
+        );
+    }
+    let live = matches!(p.status, JobStatus::Starting | JobStatus::Running);
+    if live && existing == 0 {
+        return fail(
+            GANG,
+            format!(
+                "multi-node job {} is {} without nodes",
+                p.id,
+                p.status.as_str()
+            ),
+        );
+    }
+    let attempt_now = p.attempts.len() as u32 + u32::from(live);
+    let main = nodes[m.main_node as usize];
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        let r = node.node.as_ref();
+        if r.is_none_or(|r| {
+            r.parent_id != p.id || r.index as usize != i || r.is_main != (i as u32 == m.main_node)
+        }) {
+            return fail(
+                GANG,
+                format!(
+                    "node row {} does not name its place in job {}",
+                    node.id, p.id
+                ),
+            );
+        }
+        let r = r.expect("checked");
+        if node.attempts_made() > attempt_now {
+            return fail(
+                GANG,
+                format!(
+                    "node {} has made {} attempts but its job only {attempt_now}",
+                    node.id,
+                    node.attempts_made()
+                ),
+            );
+        }
+        match (&node.current, live) {
+            (None, true) => {
+                return fail(
+                    GANG,
+                    format!(
+                        "multi-node job {} is {} but its node {} is not placed (a partial gang)",
+                        p.id,
+                        p.status.as_str(),
+                        node.id
+                    ),
+                )
+            }
+            (Some(a), true) => {
+                let main_ce = main
+                    .and_then(|m| m.current.as_ref())
+                    .map(|a| a.compute_environment.as_str());
+                if a.number != attempt_now || Some(a.compute_environment.as_str()) != main_ce {
+                    return fail(
+                        GANG,
+                        format!(
+                            "node {} runs attempt {} on {} but its job {} is in attempt {attempt_now} on {main_ce:?} (more than one gang)",
+                            node.id, a.number, a.compute_environment, p.id
+                        ),
+                    );
+                }
+                let main_started = main
+                    .and_then(|m| m.current.as_ref())
+                    .is_some_and(|a| a.started_at.is_some());
+                if !r.is_main && r.launched && !main_started {
+                    return fail(
+                        GANG,
+                        format!(
+                            "node {} was launched before main node {} started",
+                            node.id, m.main_node
+                        ),
+                    );
+                }
+            }
+            (Some(a), false) => {
+                if a.number != attempt_now || node.stop_reason.is_none() || a.stopped_at.is_some() {
+                    return fail(
+                        GANG,
+                        format!(
+                            "node {} is live in attempt {} while its job {} is {} after {attempt_now} attempt(s), and not being stopped",
+                            node.id,
+                            a.number,
+                            p.id,
+                            p.status.as_str()
+                        ),
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+        let status_ok = match node.status {
+            JobStatus::Runnable => p.status == JobStatus::Runnable,
+            s if s.is_terminal() => p.status.is_terminal(),
+            JobStatus::Starting | JobStatus::Running => node.current.is_some(),
+            _ => false,
+        };
+        if !status_ok {
+            return fail(
+                GANG,
+                format!(
+                    "node {} is {} while its job {} is {}",
+                    node.id,
+                    node.status.as_str(),
+                    p.id,
+                    p.status.as_str()
+                ),
+            );
+        }
+        if node.status == JobStatus::Succeeded
+            && !node.attempts.last().is_some_and(attempt_succeeded)
+            && p.status != JobStatus::Succeeded
+        {
+            return fail(
+                GANG,
+                format!(
+                    "node {} SUCCEEDED without succeeding while its job {} is {}",
+                    node.id,
+                    p.id,
+                    p.status.as_str()
+                ),
+            );
+        }
+    }
+    // The main node decides how each attempt of the job ended.
+    if let Some(last) = p.attempts.last() {
+        let k = p.attempts.len();
+        // Ended by another node's lost host, the main node may still be stopping.
+        let main_attempt = main.and_then(|m| {
+            m.attempts
+                .get(k - 1)
+                .or(m.current.as_ref().filter(|a| a.number as usize == k))
+        });
+        let Some(ma) = main_attempt else {
+            return fail(
+                GANG,
+                format!(
+                    "multi-node job {} finished attempt {k} but its main node has no attempt {k}",
+                    p.id
+                ),
+            );
+        };
+        let by_container = last.status_reason.as_deref() == Some(REASON_CONTAINER_EXITED);
+        if by_container && (ma.exit_code != last.exit_code || ma.reason != last.reason) {
+            return fail(
+                GANG,
+                format!(
+                    "multi-node job {} attempt {k} ended with exit {:?} but its main node exited {:?}",
+                    p.id, last.exit_code, ma.exit_code
+                ),
+            );
+        }
+        if p.status == JobStatus::Succeeded && !attempt_succeeded(ma) {
+            return fail(
+                GANG,
+                format!(
+                    "multi-node job {} SUCCEEDED but its main node's attempt {k} did not",
+                    p.id
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// "Failing to place is data": every SUBMITTED, PENDING or RUNNABLE job has a non-empty reason

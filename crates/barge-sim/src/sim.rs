@@ -57,6 +57,10 @@ pub struct Summary {
     pub jobs_timed_out: u64,
     /// Jobs cancelled by a queue's jobStateTimeLimitActions.
     pub jobs_time_limited: u64,
+    /// Multi-node gangs placed (each: every node of one job at once).
+    pub gangs_placed: u64,
+    /// Multi-node jobs that reached SUCCEEDED.
+    pub multinode_succeeded: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -80,6 +84,8 @@ impl Summary {
         self.drain_rounds += o.drain_rounds;
         self.jobs_timed_out += o.jobs_timed_out;
         self.jobs_time_limited += o.jobs_time_limited;
+        self.gangs_placed += o.gangs_placed;
+        self.multinode_succeeded += o.multinode_succeeded;
     }
 }
 
@@ -448,8 +454,20 @@ impl Sim {
                     .filter(|j| j.status == JobStatus::Pending)
                     .map(|j| j.id.clone())
                     .collect();
+                // A multi-node job and its nodes move on their main node's reports (and end
+                // together): each report may move each of them one step.
+                let gang_hops = reports.len();
+                let in_gang: HashSet<String> = prev
+                    .jobs
+                    .values()
+                    .filter(|j| j.multinode.is_some() || j.node.is_some())
+                    .map(|j| j.id.clone())
+                    .collect();
                 (
                     Box::new(move |id: &str| {
+                        if in_gang.contains(id) {
+                            return gang_hops;
+                        }
                         per_job
                             .get(id)
                             .copied()
@@ -500,8 +518,32 @@ impl Sim {
             Note::Submit(id) => self.check(check_submit(&prev, work, id))?,
             _ => {}
         }
-        if launched > 0 && !matches!(p.note, Note::Pass { .. }) {
+        // Outside a pass, only a gang's other nodes are launched: the main node reported
+        // RUNNING (checked by `check_placements` and `check_gangs`).
+        let deferred = effects
+            .iter()
+            .filter(|e| {
+                matches!(e, Effect::Agent { instruction: AgentInstruction::Launch(s), .. }
+                if work.job(&s.job_id).and_then(|j| j.node.as_ref()).is_some_and(|n| !n.is_main))
+            })
+            .count();
+        if launched > deferred && !matches!(p.note, Note::Pass { .. }) {
             return self.violation(PLACEMENT, format!("{} launched attempts", p.what));
+        }
+        if matches!(p.note, Note::Pass { .. }) {
+            if deferred > 0 {
+                return self.violation(
+                    PLACEMENT,
+                    "a pass launched a non-main node before its main node ran".into(),
+                );
+            }
+            self.summary.gangs_placed += effects
+                .iter()
+                .filter(|e| {
+                    matches!(e, Effect::Agent { instruction: AgentInstruction::Launch(s), .. }
+                    if work.job(&s.job_id).is_some_and(|j| j.node.is_some()))
+                })
+                .count() as u64;
         }
         if !prev.jobs.ptr_eq(&work.jobs) {
             for job in work.jobs.values() {
@@ -664,12 +706,18 @@ impl Sim {
             }
             *last = job.status;
         }
-        if self.state.jobs.len() != self.acked.len() {
+        // Node rows of multi-node jobs are made by the core, not submitted.
+        let submitted = self
+            .state
+            .jobs
+            .values()
+            .filter(|j| j.node.is_none())
+            .count();
+        if submitted != self.acked.len() {
             return self.violation(
                 NO_JOB_LOST,
                 format!(
-                    "the state holds {} jobs but {} were acknowledged",
-                    self.state.jobs.len(),
+                    "the state holds {submitted} submitted jobs but {} were acknowledged",
                     self.acked.len()
                 ),
             );
@@ -697,6 +745,24 @@ impl Sim {
         self.check(check_waiting_reasons(&self.state))?;
         for job in jobs_sorted(&self.state) {
             let Some(a) = &job.current else { continue };
+            // A node holds its place unlaunched until its main node runs, and keeps an ended
+            // attempt until its job ends: neither has a process.
+            if job
+                .node
+                .as_ref()
+                .is_some_and(|n| !n.launched || a.stopped_at.is_some())
+            {
+                if !self.hosts.iter().any(|h| h.alive && h.id == a.agent_id) {
+                    return self.violation(
+                        AGENT_MODEL,
+                        format!(
+                            "node {} holds a place on agent {}, which is not alive",
+                            job.id, a.agent_id
+                        ),
+                    );
+                }
+                continue;
+            }
             let Some(host) = self.hosts.iter().find(|h| h.alive && h.id == a.agent_id) else {
                 return self.violation(
                     AGENT_MODEL,

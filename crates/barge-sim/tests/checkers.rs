@@ -28,6 +28,7 @@ fn agent(id: &str, vcpus_milli: u64) -> Command {
         vcpus_milli,
         memory_mib: 4096,
         scope: AgentScope::AllManaged,
+        private_ipv4: None,
     }
 }
 

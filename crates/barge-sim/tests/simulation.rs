@@ -77,6 +77,10 @@ fn seeded_simulations_hold_every_invariant() {
         assert!(total.restarts > 0 && total.lost_batches > 0, "{total:?}");
         assert!(total.agents_lost > 0, "{total:?}");
         assert!(total.commands_refused > 0, "{total:?}");
+        assert!(
+            total.gangs_placed > 0 && total.multinode_succeeded > 0,
+            "no multi-node jobs ran: {total:?}"
+        );
     }
 }
 

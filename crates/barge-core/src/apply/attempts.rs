@@ -35,6 +35,11 @@ pub(super) fn scheduler_pass(
             placed += 1;
         }
     }
+    for g in plan.gangs {
+        if multinode::place_gang(state, &g, now, changes) {
+            placed += 1;
+        }
+    }
     Reply::Placed { placed }
 }
 
@@ -43,7 +48,12 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
     let Some(job) = state.job(&p.job_id) else {
         return false;
     };
-    if job.status != JobStatus::Runnable || job.current.is_some() {
+    // Multi-node jobs are placed only as whole gangs (`multinode::place_gang`).
+    if job.status != JobStatus::Runnable
+        || job.current.is_some()
+        || job.multinode.is_some()
+        || job.node.is_some()
+    {
         return false;
     }
     let Some(queue) = state.job_queues.get(&job.queue) else {
@@ -154,7 +164,9 @@ pub(super) fn apply_report(
     let current = state
         .job(&job_id)
         .and_then(|j| j.current.as_ref())
-        .is_some_and(|a| a.id == attempt_id && a.agent_id == agent_id);
+        // A node that exited while its gang runs on keeps its attempt, already ended, until
+        // the job ends: reports for it are then stale.
+        .is_some_and(|a| a.id == attempt_id && a.agent_id == agent_id && a.stopped_at.is_none());
     if !current {
         if matches!(report, AgentReport::Running { .. }) {
             changes.effects.push(Effect::Agent {
@@ -167,6 +179,10 @@ pub(super) fn apply_report(
             });
         }
         return false;
+    }
+    if state.jobs[&job_id].node.is_some() && !matches!(report, AgentReport::Logs { .. }) {
+        multinode::node_report(state, &job_id, report, now, changes);
+        return true;
     }
     let mut job = (**state.job(&job_id).expect("checked above")).clone();
     let stream = job
@@ -381,7 +397,11 @@ pub fn due_timeouts(state: &State, now: i64) -> Vec<String> {
                 .timeout
                 .as_ref()
                 .and_then(|t| t.attempt_duration_seconds);
-            let started = job.current.as_ref().and_then(|a| a.started_at);
+            // A multi-node job's timeout covers the whole job, from its main node's start.
+            let started = match &job.multinode {
+                Some(_) => job.started_at,
+                None => job.current.as_ref().and_then(|a| a.started_at),
+            };
             if let (Some(limit_s), Some(started), None) = (limit_s, started, &job.stop_reason) {
                 let limit_ms = i64::try_from(limit_s.saturating_mul(1000)).unwrap_or(i64::MAX);
                 if now >= started.saturating_add(limit_ms) {
@@ -442,6 +462,10 @@ pub(super) fn fail_orphans(state: &mut State, now: i64, changes: &mut Changes) {
         }
     }
     for id in orphans {
+        if state.jobs[&id].node.is_some() {
+            multinode::node_orphaned(state, &id, now, changes);
+            continue;
+        }
         let mut job = (*state.jobs[&id]).clone();
         let agent_id = job
             .current

@@ -110,17 +110,38 @@ pub(super) fn submit_job(
             def.name, def.revision
         )));
     }
-    if def.kind != "container" {
-        return Err(CoreError::Invalid(format!(
-            "job definition {}:{} has type {}; Barge runs only type container jobs so far",
-            def.name, def.revision, def.kind
-        )));
-    }
-    let Some(base) = def.container_properties.as_ref() else {
-        return Err(CoreError::Invalid(format!(
-            "job definition {}:{} has no containerProperties; Barge runs only containerProperties jobs so far",
-            def.name, def.revision
-        )));
+    let mut parameters = def.parameters.clone();
+    parameters.extend(s.parameters.clone());
+    // A multi-node parent runs no container of its own: its nodes do (see apply::multinode).
+    let (container, resources, multinode) = if def.kind == "multinode" {
+        let m = multinode::job_nodes(&def, &s, &parameters)?;
+        (
+            ContainerProperties::default(),
+            Resources::default(),
+            Some(m),
+        )
+    } else {
+        if s.node_overrides.is_some() {
+            return Err(CoreError::Invalid(format!(
+                "nodeOverrides applies only to multi-node parallel jobs, and job definition {}:{} has type {}",
+                def.name, def.revision, def.kind
+            )));
+        }
+        if def.kind != "container" {
+            return Err(CoreError::Invalid(format!(
+                "job definition {}:{} has type {}; Barge runs only type container and multinode jobs",
+                def.name, def.revision, def.kind
+            )));
+        }
+        let Some(base) = def.container_properties.as_ref() else {
+            return Err(CoreError::Invalid(format!(
+                "job definition {}:{} has no containerProperties; Barge runs only containerProperties jobs so far",
+                def.name, def.revision
+            )));
+        };
+        let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
+        let resources = resources_of(&container)?;
+        (container, resources, None)
     };
     if state.jobs.contains_key(&s.job_id) {
         return Err(CoreError::Conflict(format!(
@@ -129,10 +150,6 @@ pub(super) fn submit_job(
         )));
     }
     let depends_on = check_depends_on(state, &s.job_id, s.depends_on)?;
-    let mut parameters = def.parameters.clone();
-    parameters.extend(s.parameters);
-    let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
-    let resources = resources_of(&container)?;
     let job = Job {
         id: s.job_id.clone(),
         name: s.name.clone(),
@@ -162,6 +179,8 @@ pub(super) fn submit_job(
         is_cancelled: false,
         is_terminated: false,
         stop_reason: None,
+        multinode,
+        node: None,
     };
     state.put_job(job);
     changes.dirty.push(Key::Job(s.job_id.clone()));
@@ -192,6 +211,12 @@ pub(super) fn cancel_job(
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
     let mut job = find_job(state, job_id)?;
+    if let Some(n) = &job.node {
+        // A node is stopped with its whole job (the API refuses to name one directly; queue
+        // deletion reaches nodes too).
+        let parent = n.parent_id.clone();
+        return cancel_job(state, &parent, reason, changes);
+    }
     // AWS: cancel stops only jobs that have not started; for the others it is a no-op.
     if job.status.is_before_start() {
         fail_before_start(&mut job, reason);
@@ -209,6 +234,19 @@ pub(super) fn terminate_job(
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
     let mut job = find_job(state, job_id)?;
+    if let Some(n) = &job.node {
+        let parent = n.parent_id.clone();
+        return terminate_job(state, &parent, reason, changes);
+    }
+    if job.multinode.is_some() && matches!(job.status, JobStatus::Starting | JobStatus::Running) {
+        if job.stop_reason.is_none() {
+            job.is_terminated = true;
+            state.put_job(job);
+            changes.dirty.push(Key::Job(job_id.to_string()));
+            multinode::stop_gang(state, job_id, reason, changes);
+        }
+        return Ok(Reply::Done);
+    }
     match job.status {
         s if s.is_before_start() => {
             fail_before_start(&mut job, reason);

@@ -19,6 +19,7 @@ mod attempts;
 mod definitions;
 mod environments;
 mod jobs;
+mod multinode;
 mod queues;
 mod tags;
 
@@ -54,6 +55,7 @@ pub fn apply(
     let mark = changes.mark();
     let result = apply_inner(state, command, now_ms, changes);
     if result.is_ok() {
+        multinode::settle(state, changes);
         dependencies::settle(state, now_ms, changes);
     }
     if result.is_err() {
@@ -92,6 +94,7 @@ fn apply_inner(
             vcpus_milli,
             memory_mib,
             scope,
+            private_ipv4,
         } => {
             let (used_vcpus_milli, used_memory_mib) = state
                 .agents
@@ -102,6 +105,7 @@ fn apply_inner(
                 vcpus_milli,
                 memory_mib,
                 scope,
+                private_ipv4,
                 used_vcpus_milli,
                 used_memory_mib,
             };
@@ -143,6 +147,10 @@ fn apply_inner(
         }
         Command::EnforceTimeouts => {
             for id in due_timeouts(state, now) {
+                if state.jobs[&id].multinode.is_some() {
+                    multinode::stop_gang(state, &id, REASON_TIMEOUT.to_string(), changes);
+                    continue;
+                }
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();
                 let attempt = job.current.as_ref().expect("a RUNNING job has an attempt");
                 changes.effects.push(Effect::Agent {

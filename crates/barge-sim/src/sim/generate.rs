@@ -388,6 +388,9 @@ impl Sim {
 
     /// A RegisterJobDefinition; `valid` (setup) builds a valid container definition.
     pub(super) fn gen_register_def(&mut self, valid: Option<&str>) -> Planned {
+        if self.rng.chance(20) {
+            return self.gen_multinode_def(valid);
+        }
         let name = valid.map_or_else(|| self.rng.pick(&DEF_NAMES).to_string(), str::to_string);
         let mut container = ContainerProperties {
             image: Some("busybox".into()),
@@ -475,6 +478,153 @@ impl Sim {
         }
     }
 
+    /// A container for a node range: small resources (so gangs of a few nodes fit the hosts
+    /// now and then), sometimes none (Barge's defaults).
+    fn node_container(&mut self) -> ContainerProperties {
+        let mut c = ContainerProperties {
+            image: Some("busybox".into()),
+            command: Some(vec!["mpirun".into(), "Ref::word".into()]),
+            ..Default::default()
+        };
+        if self.rng.chance(85) {
+            c.resource_requirements = Some(vec![
+                ResourceRequirement {
+                    kind: "VCPU".into(),
+                    value: self.rng.pick(&["0.25", "0.5", "1"]).to_string(),
+                },
+                ResourceRequirement {
+                    kind: "MEMORY".into(),
+                    value: self.rng.pick(&["128", "256", "512"]).to_string(),
+                },
+            ]);
+        }
+        c
+    }
+
+    /// A RegisterJobDefinition of type multinode: 1–4 nodes in one of AWS's range layouts;
+    /// unless `valid`, now and then a broken one (gaps, partial overlaps, a main node past
+    /// the end, no nodes, no nodeProperties).
+    pub(super) fn gen_multinode_def(&mut self, valid: Option<&str>) -> Planned {
+        let name = valid.map_or_else(|| self.rng.pick(&DEF_NAMES).to_string(), str::to_string);
+        let n = self.rng.range(1, 4);
+        let main = self.rng.range(0, n - 1);
+        let layouts: Vec<Vec<String>> = if n == 1 {
+            vec![vec![":".into()], vec!["0".into()]]
+        } else {
+            let k = self.rng.range(1, n - 1);
+            vec![
+                vec![":".into()],
+                vec!["0".into(), "1:".into()],
+                vec![format!(":{}", k - 1), format!("{k}:")],
+                vec![":".into(), format!("{k}")],
+                vec![format!("0:{}", n - 1), "0".into(), format!("{k}:")],
+            ]
+        };
+        let mut targets = self.rng.pick(&layouts).clone();
+        let mut num_nodes = n;
+        let mut main_node = main;
+        let mut broken = "";
+        if valid.is_none() && self.rng.chance(15) {
+            match self.rng.below(5) {
+                0 => {
+                    targets = vec!["0".into(), format!("{}:", (n + 1).min(3))];
+                    num_nodes = 4;
+                    broken = " (gap)";
+                }
+                1 => {
+                    targets = vec!["0:2".into(), "1:3".into()];
+                    num_nodes = 4;
+                    broken = " (overlap)";
+                }
+                2 => {
+                    main_node = n;
+                    broken = " (main past the end)";
+                }
+                3 => {
+                    num_nodes = 0;
+                    broken = " (no nodes)";
+                }
+                _ => broken = " (no nodeProperties)",
+            }
+        }
+        let ranges = targets
+            .iter()
+            .map(|t| barge_core::multinode::NodeRangeProperty {
+                target_nodes: t.clone(),
+                container: Some(self.node_container()),
+                other: Map::new(),
+            })
+            .collect();
+        let node_properties =
+            (broken != " (no nodeProperties)").then(|| barge_core::multinode::NodeProperties {
+                num_nodes,
+                main_node,
+                node_range_properties: ranges,
+            });
+        let retry_strategy = self.rng.chance(60).then(|| self.retry_strategy());
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert("word".to_string(), "hello".to_string());
+        Planned {
+            what: format!(
+                "register job definition {name} (multinode, {num_nodes} nodes, main {main_node}, ranges {targets:?}{broken}, attempts {:?})",
+                retry_strategy.as_ref().and_then(|r| r.attempts)
+            ),
+            command: Command::RegisterJobDefinition(JobDefinition {
+                name,
+                revision: 0,
+                status: DefinitionStatus::Active,
+                kind: "multinode".into(),
+                parameters,
+                scheduling_priority: None,
+                container_properties: None,
+                node_properties,
+                retry_strategy,
+                timeout: self.rng.chance(20).then(|| JobTimeout {
+                    attempt_duration_seconds: Some(self.rng.range(60, 120) as u64),
+                }),
+                propagate_tags: None,
+                platform_capabilities: None,
+                tags: Tags::new(),
+                other: Map::new(),
+            }),
+            note: Note::Plain,
+        }
+    }
+
+    /// nodeOverrides for a submission: a new size now and then, and overrides of a range of
+    /// nodes (sometimes naming nodes the job does not have).
+    fn node_overrides(&mut self) -> barge_core::multinode::NodeOverrides {
+        let mut o = barge_core::multinode::NodeOverrides::default();
+        if self.rng.chance(40) {
+            o.num_nodes = Some(self.rng.range(0, 5));
+        }
+        if self.rng.chance(60) {
+            let target = self
+                .rng
+                .pick(&["0", "1:", ":", ":1", "2", "0:1", "9"])
+                .to_string();
+            let mut c = ContainerOverrides::default();
+            if self.rng.chance(50) {
+                c.command = Some(vec!["worker".into()]);
+            }
+            if self.rng.chance(40) {
+                c.resource_requirements = self.requirements();
+            }
+            if self.rng.chance(5) {
+                c.environment = Some(vec![KeyValuePair {
+                    name: Some("AWS_BATCH_JOB_NODE_INDEX".into()),
+                    value: Some("7".into()),
+                }]);
+            }
+            o.node_property_overrides = Some(vec![barge_core::multinode::NodePropertyOverride {
+                target_nodes: target,
+                container_overrides: Some(c),
+                other: Map::new(),
+            }]);
+        }
+        o
+    }
+
     /// 1–3 attempts, sometimes with evaluateOnExit rules over what the simulated agents report.
     pub(super) fn retry_strategy(&mut self) -> RetryStrategy {
         let attempts = Some(self.rng.range(1, 3) as u32);
@@ -557,7 +707,15 @@ impl Sim {
             definition: self.def_ref(),
             ..Default::default()
         };
-        if self.rng.chance(30) {
+        let multinode = self
+            .state
+            .latest_active_definition(&s.definition)
+            .is_some_and(|d| d.kind == "multinode");
+        if self.rng.chance(if multinode { 50 } else { 3 }) {
+            s.node_overrides = Some(self.node_overrides());
+        }
+        // Container overrides are refused for multi-node jobs: rarely try.
+        if self.rng.chance(if multinode { 3 } else { 30 }) {
             let mut o = ContainerOverrides::default();
             if self.rng.chance(10) {
                 o.vcpus = Some(self.rng.range(0, 2));
@@ -616,10 +774,18 @@ impl Sim {
                 "submit {job_id} to {} with {}{}{}",
                 s.queue,
                 s.definition,
-                if s.container_overrides.is_some() {
-                    " +overrides"
-                } else {
-                    ""
+                match (&s.container_overrides, &s.node_overrides) {
+                    (Some(_), _) => " +overrides".to_string(),
+                    (None, Some(o)) => format!(
+                        " +nodeOverrides numNodes {:?} targets {:?}",
+                        o.num_nodes,
+                        o.node_property_overrides
+                            .iter()
+                            .flatten()
+                            .map(|p| p.target_nodes.as_str())
+                            .collect::<Vec<_>>()
+                    ),
+                    (None, None) => String::new(),
                 },
                 match &s.retry_strategy {
                     Some(r) => format!(" attempts {:?}", r.attempts),

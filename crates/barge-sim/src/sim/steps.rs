@@ -322,6 +322,7 @@ impl Sim {
                 vcpus_milli: h.vcpus_milli,
                 memory_mib: h.memory_mib,
                 scope: h.scope.clone(),
+                private_ipv4: Some(format!("10.0.0.{}", host + 1)),
             },
             note: Note::MustSucceed,
         }
@@ -512,13 +513,23 @@ impl Sim {
                         "{}@{}/{} as {}",
                         p.job_id, p.compute_environment, p.agent_id, p.attempt_id
                     ))
+                    .chain(plan.gangs.iter().map(|g| format!(
+                        "gang {}@{} [{}]",
+                        g.job_id,
+                        g.compute_environment,
+                        g.nodes
+                            .iter()
+                            .map(|n| format!("#{}/{} as {}", n.index, n.agent_id, n.attempt_id))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
             note: Note::Pass {
                 admit: plan.admit.iter().cloned().collect(),
                 fresh,
-                proposed: plan.placements.len(),
+                proposed: plan.placements.len() + plan.gangs.len(),
             },
             command: Command::SchedulerPass(plan),
         }
@@ -794,10 +805,14 @@ impl Sim {
                 self.run_batch(planned, true)?;
             }
             let pass = self.gen_pass();
+            // A stale plan proposing nothing says nothing about the state now: only a fresh
+            // plan that finds nothing to do ends the drain.
             let proposed = match &pass.note {
                 Note::Pass {
-                    admit, proposed, ..
-                } => admit.len() + proposed,
+                    admit,
+                    proposed,
+                    fresh,
+                } => admit.len() + proposed + usize::from(!fresh),
                 _ => 0,
             };
             self.run_one(pass).map(drop)?;
@@ -809,7 +824,15 @@ impl Sim {
             }
         }
         for job in jobs_sorted(&self.state) {
+            if job.node.is_some() {
+                // Counted with their job.
+                continue;
+            }
             match job.status {
+                JobStatus::Succeeded if job.multinode.is_some() => {
+                    self.summary.jobs_succeeded += 1;
+                    self.summary.multinode_succeeded += 1;
+                }
                 JobStatus::Succeeded => self.summary.jobs_succeeded += 1,
                 JobStatus::Failed => {
                     self.summary.jobs_failed += 1;
