@@ -86,7 +86,7 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                 // A node waits for its job's next gang; it is never placed on its own.
                 continue;
             }
-            if job.multinode.is_some() {
+            if let Some(m) = &job.multinode {
                 match multinode::plan_gang(
                     state,
                     queue,
@@ -99,11 +99,9 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                         gang_nodes += gang.nodes.len();
                         plan.gangs.push(gang);
                     }
-                    None if !multinode::gang_could_ever_fit(
-                        state,
-                        queue,
-                        job.multinode.as_ref().expect("checked"),
-                    ) => {}
+                    // As for a single job: a gang that can never fit here must not use up
+                    // the queue's misses.
+                    None if !multinode::gang_could_ever_fit(state, queue, m) => {}
                     None => {
                         misses += 1;
                         if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {

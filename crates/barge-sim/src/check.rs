@@ -1182,10 +1182,11 @@ pub fn check_gangs(state: &State) -> Result<(), Violation> {
     }
     for node in state.jobs.values().filter(|j| j.node.is_some()) {
         let n = node.node.as_ref().expect("a node");
-        if !state
+        let in_its_job = state
             .job(&n.parent_id)
-            .is_some_and(|p| p.multinode.as_ref().is_some_and(|m| n.index < m.num_nodes))
-        {
+            .and_then(|p| p.multinode.as_ref())
+            .is_some_and(|m| n.index < m.num_nodes);
+        if !in_its_job {
             return fail(
                 GANG,
                 format!("node {} belongs to no multi-node job", node.id),

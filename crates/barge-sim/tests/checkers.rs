@@ -471,3 +471,117 @@ fn dependency_checker_catches_a_job_that_ran_before_its_dependency_succeeded() {
     s.put_job(early);
     assert!(check_dependencies(&s).is_ok());
 }
+
+/// A 3-node multi-node job `p` (1 vCPU per node) RUNNING on one 8-vCPU agent: every node
+/// placed, the main node started, the other two launched.
+fn gang_base() -> State {
+    use barge_core::multinode::{NodeProperties, NodeRangeProperty};
+    let mut s = base();
+    ok(&mut s, agent("a2", 8000));
+    let mut ce = (*s.compute_environments["ce"]).clone();
+    ce.compute_resources.as_mut().unwrap().max_vcpus = Some(16);
+    s.compute_environments.insert("ce".into(), Arc::new(ce));
+    let container = s.job_definitions[&("d".to_string(), 1)]
+        .container_properties
+        .clone()
+        .map(|mut c| {
+            c.image = Some("busybox".into());
+            c
+        });
+    let mut def = (*s.job_definitions[&("d".to_string(), 1)]).clone();
+    def.name = "m".into();
+    def.kind = "multinode".into();
+    def.container_properties = None;
+    def.node_properties = Some(NodeProperties {
+        num_nodes: 3,
+        main_node: 0,
+        node_range_properties: vec![NodeRangeProperty {
+            target_nodes: ":".into(),
+            container,
+            other: Map::new(),
+        }],
+    });
+    ok(&mut s, Command::RegisterJobDefinition(def));
+    ok(
+        &mut s,
+        Command::SubmitJob(Box::new(SubmitJob {
+            job_id: "p".into(),
+            name: "p".into(),
+            queue: "q".into(),
+            definition: "m".into(),
+            ..Default::default()
+        })),
+    );
+    let mut n = 100;
+    let plan = scheduler::plan(&s, &mut || {
+        n += 1;
+        format!("att-{n}")
+    });
+    assert_eq!(plan.gangs.len(), 1);
+    ok(&mut s, Command::SchedulerPass(plan));
+    let main = s.job("p#0").unwrap().current.clone().unwrap();
+    ok(
+        &mut s,
+        Command::AgentReports {
+            agent_id: main.agent_id.clone(),
+            reports: vec![AgentReport::Running {
+                job_id: "p#0".into(),
+                attempt_id: main.id,
+                at_ms: NOW,
+            }],
+        },
+    );
+    assert_eq!(s.job("p").unwrap().status, JobStatus::Running);
+    check_state(&s).expect("the gang base state is sound");
+    s
+}
+
+#[test]
+fn gang_checker_catches_a_partial_gang() {
+    let mut s = gang_base();
+    // One node loses its place behind the core's back while its job runs.
+    let mut node = job(&s, "p#2");
+    let a = node.current.take().unwrap();
+    s.account(&a.compute_environment, &a.agent_id, node.resources, false);
+    node.attempts.push(a);
+    node.status = JobStatus::Runnable;
+    s.put_job(node);
+    violated(check_gangs(&s), GANG);
+    violated(check_state(&s), GANG);
+}
+
+#[test]
+fn gang_checker_catches_two_gangs_and_a_missing_node() {
+    let s = gang_base();
+    // A node runs a newer attempt than its job: a second gang beside the first.
+    let mut two = s.clone();
+    let mut node = job(&two, "p#1");
+    node.current.as_mut().unwrap().number = 2;
+    node.attempts.push(node.current.clone().unwrap());
+    two.put_job(node);
+    violated(check_gangs(&two), GANG);
+    // A node row missing: the gang was placed in part.
+    let mut part = s.clone();
+    part.jobs.remove("p#2");
+    violated(check_gangs(&part), GANG);
+}
+
+#[test]
+fn gang_checker_catches_a_job_decided_by_another_node() {
+    let mut s = gang_base();
+    let main = s.job("p#0").unwrap().current.clone().unwrap();
+    ok(
+        &mut s,
+        Command::AgentReports {
+            agent_id: main.agent_id.clone(),
+            reports: vec![exited("p#0", &main.id, 1)],
+        },
+    );
+    assert_eq!(s.job("p").unwrap().status, JobStatus::Runnable, "retried");
+    check_state(&s).expect("the main node decided");
+    // The job's attempt claims success although its main node exited 1.
+    let mut p = job(&s, "p");
+    p.attempts[0].exit_code = Some(0);
+    s.put_job(p);
+    violated(check_state(&s), GANG);
+}

@@ -556,7 +556,7 @@ impl Sim {
             })
             .collect();
         let node_properties =
-            (broken != " (no nodeProperties)").then(|| barge_core::multinode::NodeProperties {
+            (broken != " (no nodeProperties)").then_some(barge_core::multinode::NodeProperties {
                 num_nodes,
                 main_node,
                 node_range_properties: ranges,
