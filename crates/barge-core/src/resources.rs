@@ -136,7 +136,7 @@ pub fn agent_could_fit(agent: &Agent, res: Resources) -> bool {
 
 /// "1", "0.25": vCPUs as AWS prints them.
 pub fn format_vcpus(milli: u64) -> String {
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         let s = format!("{:.3}", milli as f64 / 1000.0);

@@ -243,6 +243,10 @@ pub struct StoredEvent {
     pub message: String,
 }
 
+/// A page of `filter_events`: the events, the position of the last row examined (to resume
+/// from), and whether the scan reached the end.
+pub type EventPage = (Vec<StoredEvent>, Option<(i64, u64, u64)>, bool);
+
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -338,7 +342,7 @@ impl LogReader {
         limit: usize,
         scan_max: usize,
         keep: &dyn Fn(&str) -> bool,
-    ) -> Result<(Vec<StoredEvent>, Option<(i64, u64, u64)>, bool), StoreError> {
+    ) -> Result<EventPage, StoreError> {
         if streams.is_empty() {
             return Ok((Vec::new(), None, true));
         }
