@@ -514,11 +514,23 @@ impl GangObstacle {
 /// How many nodes (largest first) would fit on agents with this much free.
 fn nodes_that_fit(needs: &[(u32, Resources)], free: &[(u64, u64)]) -> u32 {
     let mut sorted = needs.to_vec();
-    sorted.sort_by_key(|(i, r)| (std::cmp::Reverse(r.vcpus_milli), *i));
-    let mut lo = 0;
-    // Packing a prefix of the largest nodes; the largest prefix that fits is the count.
-    while lo < sorted.len() && pack(&sorted[..=lo], free).is_some() {
-        lo += 1;
+    sorted.sort_by_key(|(i, r)| {
+        (
+            std::cmp::Reverse(r.vcpus_milli),
+            std::cmp::Reverse(r.memory_mib),
+            *i,
+        )
+    });
+    // `pack` places nodes in this same order, so if a prefix fits every shorter one does:
+    // search for the longest (a reason is derived on every read; 1,000 nodes stay cheap).
+    let (mut lo, mut hi) = (0, sorted.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if pack(&sorted[..mid], free).is_some() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
     }
     lo as u32
 }
@@ -940,6 +952,35 @@ mod tests {
             ..Default::default()
         };
         assert!(segments(&open, Some(&zero)).is_err());
+    }
+
+    #[test]
+    fn stored_definitions_read_back_and_old_junk_does_not_break_the_store() {
+        let d = JobDefinition {
+            name: "d".into(),
+            revision: 1,
+            status: DefinitionStatus::Active,
+            kind: "multinode".into(),
+            parameters: Default::default(),
+            scheduling_priority: None,
+            container_properties: None,
+            node_properties: Some(props(3, 0, &["0", "1:"])),
+            retry_strategy: None,
+            timeout: None,
+            propagate_tags: None,
+            platform_capabilities: None,
+            tags: Tags::new(),
+            other: Map::new(),
+        };
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["node_properties"]["nodeRangeProperties"][1]["targetNodes"], "1:");
+        let back: JobDefinition = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, d);
+        // Before nodeProperties was typed, any JSON was stored as given.
+        let mut old = json;
+        old["node_properties"] = serde_json::json!({"numNodes": "three"});
+        let read: JobDefinition = serde_json::from_value(old).unwrap();
+        assert_eq!(read.node_properties, None);
     }
 
     #[test]

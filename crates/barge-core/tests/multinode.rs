@@ -749,3 +749,31 @@ fn stale_reports_for_an_ended_node_are_refused() {
     assert_eq!(node.status, JobStatus::Succeeded);
     assert_eq!(node.attempts[0].exit_code, Some(0), "the first exit stands");
 }
+
+#[test]
+fn a_thousand_node_gang_is_placed_whole_or_not_at_all() {
+    // 1,000 nodes of a quarter vCPU: 250 vCPU in all, over two 128-vCPU hosts.
+    let mut w = World::new(1000, &[128, 128]);
+    let np = node_props(1000, 0, &[("0", "0.25"), ("1:", "0.25")]);
+    for a in ["a1", "a2"] {
+        w.ok(Command::RegisterAgent {
+            id: a.into(),
+            vcpus_milli: 128_000,
+            memory_mib: 1_000_000,
+            scope: AgentScope::AllManaged,
+            private_ipv4: None,
+        });
+    }
+    w.ok(Command::RegisterJobDefinition(World::definition("mnp", np, None)));
+    let id = w.submit();
+    let placed = w.schedule();
+    assert_eq!(placed.launches.len(), 1);
+    assert_eq!(w.used("a1") + w.used("a2"), 250_000);
+    assert!((0..1000).all(|i| w.job(&format!("{id}#{i}")).current.is_some()));
+    // A second one does not fit beside it: none of its nodes is placed.
+    let second = w.submit();
+    assert!(w.schedule().launches.is_empty());
+    assert!(w.state.job(&format!("{second}#0")).is_none());
+    let reason = why_waiting(&w.state, w.job(&second)).unwrap();
+    assert!(reason.contains("room for 24 of 1000 nodes"), "{reason}");
+}
