@@ -973,7 +973,10 @@ mod tests {
             other: Map::new(),
         };
         let json = serde_json::to_value(&d).unwrap();
-        assert_eq!(json["node_properties"]["nodeRangeProperties"][1]["targetNodes"], "1:");
+        assert_eq!(
+            json["node_properties"]["nodeRangeProperties"][1]["targetNodes"],
+            "1:"
+        );
         let back: JobDefinition = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, d);
         // Before nodeProperties was typed, any JSON was stored as given.

@@ -755,6 +755,7 @@ fn a_thousand_node_gang_is_placed_whole_or_not_at_all() {
     // 1,000 nodes of a quarter vCPU: 250 vCPU in all, over two 128-vCPU hosts.
     let mut w = World::new(1000, &[128, 128]);
     let np = node_props(1000, 0, &[("0", "0.25"), ("1:", "0.25")]);
+    // The hosts join again with memory for 1,000 nodes of 256 MiB.
     for a in ["a1", "a2"] {
         w.ok(Command::RegisterAgent {
             id: a.into(),
@@ -764,7 +765,9 @@ fn a_thousand_node_gang_is_placed_whole_or_not_at_all() {
             private_ipv4: None,
         });
     }
-    w.ok(Command::RegisterJobDefinition(World::definition("mnp", np, None)));
+    w.ok(Command::RegisterJobDefinition(World::definition(
+        "mnp", np, None,
+    )));
     let id = w.submit();
     let placed = w.schedule();
     assert_eq!(placed.launches.len(), 1);
