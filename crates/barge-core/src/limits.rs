@@ -39,9 +39,21 @@ pub const QUEUE_COMPUTE_ENVIRONMENTS_MAX: usize = 3;
 pub const COMPUTE_ENVIRONMENTS_MAX: usize = 500;
 pub const JOB_QUEUES_MAX: usize = 500;
 
-/// dependsOn entries per job. AWS allows 20; Barge keeps reverse edges in memory, so a large
-/// but finite bound.
-pub const DEPENDS_ON_MAX: usize = 1_000;
+/// dependsOn entries per job, unless the operator chooses otherwise (`--depends-on-max`). AWS
+/// allows 20; Barge keeps reverse edges in memory, so a large but finite bound.
+pub const DEPENDS_ON_MAX_DEFAULT: usize = 1_000;
+
+/// arrayProperties.size, unless the operator chooses otherwise (`--array-size-max`). AWS
+/// allows 10,000; Barge stores only the children that have been born, so a million costs one
+/// row until they run.
+pub const ARRAY_SIZE_MAX_DEFAULT: u32 = 1_000_000;
+/// AWS's smallest array.
+pub const ARRAY_SIZE_MIN: u32 = 2;
+/// The largest array an operator may allow: indexes are u32, and every born child is a row.
+pub const ARRAY_SIZE_MAX_CEILING: u32 = 100_000_000;
+/// Child indexes one ListJobs(arrayJobId) page looks at; a page may come back short with a
+/// nextToken, which AWS clients follow.
+pub const ARRAY_LIST_SCAN_MAX: u32 = 100_000;
 
 /// retryStrategy.attempts (AWS: 1–10).
 pub const RETRY_ATTEMPTS_MIN: u32 = 1;

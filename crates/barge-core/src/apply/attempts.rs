@@ -14,6 +14,10 @@ pub(super) fn scheduler_pass(
         if job.status != JobStatus::Submitted {
             continue;
         }
+        if job.array.is_some() {
+            admit_array(state, &id, now, changes);
+            continue;
+        }
         let mut job = (**job).clone();
         match dependencies(state, &job) {
             Dependencies::Met => {
@@ -38,10 +42,41 @@ pub(super) fn scheduler_pass(
     Reply::Placed { placed }
 }
 
-/// Re-checks a proposed placement against the current state and commits it when it holds.
+/// An array parent is admitted to PENDING, where it stays until its children have finished;
+/// its children may start as soon as its own dependencies are met.
+fn admit_array(state: &mut State, id: &str, now: i64, changes: &mut Changes) {
+    let mut parent = (**state.job(id).expect("admitted jobs exist")).clone();
+    parent.status = JobStatus::Pending;
+    let deps = dependencies(state, &parent);
+    state.put_job(parent);
+    changes.dirty.push(Key::Job(id.to_string()));
+    match deps {
+        Dependencies::Met => arrays::release(state, id, now, changes),
+        Dependencies::Waiting(_) => {}
+        Dependencies::Failed(_) => arrays::close(
+            state,
+            id,
+            REASON_DEPENDENCY_FAILED.into(),
+            arrays::Stop::None,
+            now,
+            changes,
+        ),
+    }
+}
+
+/// Re-checks a proposed placement against the current state and commits it when it holds. An
+/// array child that has not been born yet is born as it is placed.
 pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Changes) -> bool {
-    let Some(job) = state.job(&p.job_id) else {
-        return false;
+    let unborn;
+    let job = match state.job(&p.job_id) {
+        Some(job) => &**job,
+        None => match arrays::unborn_runnable(state, &p.job_id, now) {
+            Some(child) => {
+                unborn = child;
+                &unborn
+            }
+            None => return false,
+        },
     };
     if job.status != JobStatus::Runnable || job.current.is_some() {
         return false;
@@ -69,7 +104,7 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
     {
         return false;
     }
-    let mut job = (**job).clone();
+    let mut job = job.clone();
     let number = job.attempts_made() + 1;
     let attempt = Attempt {
         id: p.attempt_id.clone(),
@@ -124,6 +159,15 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
             attempt.compute_environment.clone(),
         ),
     ]);
+    if let Some(child) = &job.array_child {
+        environment.extend([
+            (
+                "AWS_BATCH_JOB_ARRAY_INDEX".to_string(),
+                child.index.to_string(),
+            ),
+            ("AWS_BATCH_JOB_ARRAY_SIZE".to_string(), child.size.to_string()),
+        ]);
+    }
     AttemptSpec {
         job_id: job.id.clone(),
         attempt_id: attempt.id.clone(),
@@ -419,6 +463,34 @@ pub fn due_state_time_limits(state: &State, now: i64) -> Vec<(String, String)> {
             });
             if let Some(a) = action {
                 due.push((id.clone(), a.reason.clone()));
+            }
+        }
+        // An array's unborn children all wait for the same reason, since its release: the
+        // action cancels them together (through the parent).
+        for (_, parent_id) in state
+            .arrays_with_unborn_runnable(&queue.name)
+            .into_iter()
+            .flatten()
+        {
+            let parent = &state.jobs[parent_id];
+            let cursor = state.array_index(parent_id).map_or(0, |i| i.cursor);
+            let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, cursor)) else {
+                continue;
+            };
+            let since = parent
+                .array
+                .as_ref()
+                .and_then(|a| a.released_at)
+                .unwrap_or(parent.created_at);
+            let Some(reason) = crate::reason::why_waiting(state, &child) else {
+                continue;
+            };
+            let action = queue.job_state_time_limit_actions.iter().find(|a| {
+                reason.starts_with(a.reason.as_str())
+                    && now.saturating_sub(since) >= a.max_time_seconds.saturating_mul(1000)
+            });
+            if let Some(a) = action {
+                due.push((parent_id.clone(), a.reason.clone()));
             }
         }
     }
