@@ -614,14 +614,15 @@ pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
     let queue = name_from_reference(&i.job_queue, ResourceKind::JobQueue)
         .filter(|q| state.job_queues.contains_key(*q))
         .ok_or_else(|| ApiError::client(format!("job queue {} does not exist", i.job_queue)))?;
-    let jobs: Vec<Value> = barge_core::scheduler::front_of_queue(&state, queue, QUEUE_SNAPSHOT_JOBS_MAX)
-        .into_iter()
-        .map(|(id, since)| {
-            json!({
-                "jobArn": state.identity.job_arn(&id),
-                "earliestTimeAtPosition": since,
+    let jobs: Vec<Value> =
+        barge_core::scheduler::front_of_queue(&state, queue, QUEUE_SNAPSHOT_JOBS_MAX)
+            .into_iter()
+            .map(|(id, since)| {
+                json!({
+                    "jobArn": state.identity.job_arn(&id),
+                    "earliestTimeAtPosition": since,
+                })
             })
-        })
-        .collect();
+            .collect();
     Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": b.now_ms() } }))
 }

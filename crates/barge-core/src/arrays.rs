@@ -208,9 +208,10 @@ fn settle_child(state: &mut State, parent_id: &str, index: u32, now: i64, change
     };
     if state.jobs.contains_key(&id)
         || parent.status.is_terminal()
-        || parent.array.as_ref().is_none_or(|a| {
-            a.released_at.is_none() || a.closed.is_some() || index >= a.size
-        })
+        || parent
+            .array
+            .as_ref()
+            .is_none_or(|a| a.released_at.is_none() || a.closed.is_some() || index >= a.size)
     {
         return;
     }
@@ -267,8 +268,18 @@ pub(crate) fn release(state: &mut State, parent_id: &str, now: i64, changes: &mu
         settle_child(state, parent_id, index, now, changes);
     }
     for other in &n_to_n {
-        if state.job(other).is_some_and(|o| o.status == JobStatus::Failed) {
-            close(state, parent_id, REASON_DEPENDENCY_FAILED.into(), Stop::None, now, changes);
+        if state
+            .job(other)
+            .is_some_and(|o| o.status == JobStatus::Failed)
+        {
+            close(
+                state,
+                parent_id,
+                REASON_DEPENDENCY_FAILED.into(),
+                Stop::None,
+                now,
+                changes,
+            );
         }
     }
 }
@@ -320,7 +331,9 @@ pub(crate) fn close(
             .unwrap_or_default();
         for index in born {
             let id = child_id(parent_id, index);
-            let Some(child) = state.job(&id) else { continue };
+            let Some(child) = state.job(&id) else {
+                continue;
+            };
             let mut child = (**child).clone();
             if child.status.is_before_start() {
                 child.status = JobStatus::Failed;
@@ -332,7 +345,9 @@ pub(crate) fn close(
                     child.is_terminated = true;
                 }
                 put(state, child, changes);
-            } else if stop == Stop::Terminate && child.current.is_some() && child.stop_reason.is_none()
+            } else if stop == Stop::Terminate
+                && child.current.is_some()
+                && child.stop_reason.is_none()
             {
                 let attempt = child.current.as_ref().expect("checked");
                 changes.effects.push(Effect::Agent {
@@ -388,8 +403,16 @@ pub(crate) fn finish_if_done(state: &mut State, parent_id: &str, now: i64, chang
 
 /// A child just finished: start what waited for it (its next sibling under SEQUENTIAL, child
 /// i of the arrays that depend on its parent N_TO_N) and end the parent if it was the last.
-pub(crate) fn child_finished(state: &mut State, child: &ArrayChild, now: i64, changes: &mut Changes) {
-    let Some(status) = state.job(&child_id(&child.parent, child.index)).map(|j| j.status) else {
+pub(crate) fn child_finished(
+    state: &mut State,
+    child: &ArrayChild,
+    now: i64,
+    changes: &mut Changes,
+) {
+    let Some(status) = state
+        .job(&child_id(&child.parent, child.index))
+        .map(|j| j.status)
+    else {
         return;
     };
     let sequential = state
@@ -436,7 +459,14 @@ pub(crate) fn n_to_n_finished(
         .and_then(|p| p.array.as_ref())
         .is_some_and(|a| a.released_at.is_some());
     if released && other.status == JobStatus::Failed {
-        close(state, parent_id, REASON_DEPENDENCY_FAILED.into(), Stop::None, now, changes);
+        close(
+            state,
+            parent_id,
+            REASON_DEPENDENCY_FAILED.into(),
+            Stop::None,
+            now,
+            changes,
+        );
     }
 }
 

@@ -4,8 +4,8 @@
 //! Cycles cannot be built: a job may only depend on jobs that exist when it is submitted, so
 //! every edge points from a newer job to an older one (asserted at submit).
 
-use crate::command::{Changes, CoreError, Key};
 use crate::arrays;
+use crate::command::{Changes, CoreError, Key};
 use crate::model::{Job, JobDependency, JobStatus};
 use crate::state::State;
 
@@ -126,7 +126,10 @@ pub fn check_depends_on(
                 )));
             }
         }
-        if !out.iter().any(|d| d.job_id == dep.job_id && d.kind == dep.kind) {
+        if !out
+            .iter()
+            .any(|d| d.job_id == dep.job_id && d.kind == dep.kind)
+        {
             out.push(dep);
         }
     }

@@ -46,7 +46,12 @@ fn why_pending(state: &State, job: &Job) -> String {
 /// A parent whose children may run: where they stand.
 fn array_progress(state: &State, parent: &Job) -> String {
     let counts = crate::arrays::status_summary(state, parent);
-    let n = |s: JobStatus| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+    let n = |s: JobStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map_or(0, |(_, n)| *n)
+    };
     let size = parent.array.as_ref().map_or(0, |a| a.size);
     format!(
         "Array job: {} of {size} children finished ({} succeeded, {} failed); {} running or starting, {} runnable, {} pending",
@@ -112,7 +117,9 @@ pub fn runnable_ahead(state: &State, job: &Job) -> usize {
         .arrays_with_unborn_runnable(&job.queue)
         .into_iter()
         .flatten()
-        .filter(|(seq, id)| *seq < job.seq || (Some(id) == job.array_child.as_ref().map(|c| &c.parent)))
+        .filter(|(seq, id)| {
+            *seq < job.seq || (Some(id) == job.array_child.as_ref().map(|c| &c.parent))
+        })
         .filter_map(|(_, id)| {
             let parent = state.job(id)?;
             let size = parent.array.as_ref()?.size;

@@ -75,7 +75,8 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                     let size = parent.array.as_ref().map_or(0, |a| a.size);
                     let born = state.array_index(parent_id);
                     let cursor = born.map_or(0, |b| b.cursor);
-                    let unborn = (cursor..size).filter(move |i| born.is_none_or(|b| !b.born.contains(i)));
+                    let unborn =
+                        (cursor..size).filter(move |i| born.is_none_or(|b| !b.born.contains(i)));
                     (&**parent, Box::new(unborn))
                 }
             };

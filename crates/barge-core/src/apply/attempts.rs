@@ -165,7 +165,10 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
                 "AWS_BATCH_JOB_ARRAY_INDEX".to_string(),
                 child.index.to_string(),
             ),
-            ("AWS_BATCH_JOB_ARRAY_SIZE".to_string(), child.size.to_string()),
+            (
+                "AWS_BATCH_JOB_ARRAY_SIZE".to_string(),
+                child.size.to_string(),
+            ),
         ]);
     }
     AttemptSpec {

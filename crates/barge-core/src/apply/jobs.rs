@@ -133,7 +133,11 @@ pub(super) fn submit_job(
         if !(ARRAY_SIZE_MIN..=max).contains(&size) {
             return Err(CoreError::Invalid(format!(
                 "arrayProperties.size must be between {ARRAY_SIZE_MIN} and {max}, not {size}{}",
-                if size > max { " (barge up --array-size-max raises the bound)" } else { "" }
+                if size > max {
+                    " (barge up --array-size-max raises the bound)"
+                } else {
+                    ""
+                }
             )));
         }
     }

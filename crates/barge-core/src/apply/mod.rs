@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::agent::{AgentInstruction, AgentReport, AttemptSpec, LogLine};
-use crate::arrays;
 use crate::arn::{name_from_reference, parse_batch_arn, ResourceKind};
+use crate::arrays;
 use crate::command::*;
 use crate::dependencies::{
     self, check_depends_on, dependencies, Dependencies, REASON_DEPENDENCY_FAILED,
@@ -78,9 +78,7 @@ fn apply_inner(
         }
         Command::CreateJobQueue(q) => create_job_queue(state, q, changes),
         Command::UpdateJobQueue(u) => update_job_queue(state, u, changes),
-        Command::DeleteJobQueue { reference } => {
-            delete_job_queue(state, &reference, now, changes)
-        }
+        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, now, changes),
         Command::RegisterJobDefinition(d) => register_job_definition(state, d, changes),
         Command::DeregisterJobDefinition { reference } => {
             deregister_job_definition(state, &reference, changes)
