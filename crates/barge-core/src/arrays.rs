@@ -15,7 +15,6 @@ use std::borrow::Cow;
 
 use crate::agent::AgentInstruction;
 use crate::command::{Changes, CoreError, Effect, Key};
-use crate::limits::STOP_GRACE_MS;
 use crate::model::*;
 use crate::state::State;
 
@@ -355,7 +354,7 @@ pub(crate) fn close(
                     instruction: AgentInstruction::Stop {
                         job_id: id.clone(),
                         attempt_id: attempt.id.clone(),
-                        grace_ms: STOP_GRACE_MS,
+                        grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                     },
                 });
                 child.stop_reason = Some(reason.clone());

@@ -101,7 +101,11 @@ pub fn check_depends_on(
                 "{field}.jobId is required (only a SEQUENTIAL entry of an array job may leave it out)"
             )));
         };
-        if crate::arrays::parse_child_id(id).is_some() && state.job(id).is_none() {
+        let is_child = match state.job(id) {
+            Some(job) => job.array_child.is_some(),
+            None => crate::arrays::job_view(state, id).is_some(),
+        };
+        if is_child {
             return Err(CoreError::Invalid(format!(
                 "{field}.jobId {id} is a child of an array job; depend on the array job itself, or on its children one by one with type N_TO_N"
             )));

@@ -75,6 +75,10 @@ pub const STATE_TIME_LIMIT_SCAN_PER_QUEUE_MAX: usize = 10_000;
 
 /// SIGTERM → SIGKILL grace when a job is terminated (AWS documents 30 s for timeouts).
 pub const STOP_GRACE_MS: u64 = 30_000;
+/// A compute environment tag that sets its stop grace period, in whole seconds (AWS has no
+/// member for it, and a tag keeps every AWS client able to set it).
+pub const STOP_GRACE_TAG: &str = "barge:stop-grace-seconds";
+pub const STOP_GRACE_SECONDS_MAX: u64 = 3_600;
 
 /// Default resources for a container that names none. AWS refuses to place such a job on EC2;
 /// Barge runs it with a small, explicit default (documented in docs/api.md).

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use imbl::{HashMap, OrdMap, OrdSet};
 
 use crate::arn::Identity;
-use crate::limits::{ARRAY_SIZE_MAX_DEFAULT, DEPENDS_ON_MAX_DEFAULT};
+use crate::limits::{
+    ARRAY_SIZE_MAX_DEFAULT, DEPENDS_ON_MAX_DEFAULT, STOP_GRACE_MS, STOP_GRACE_SECONDS_MAX,
+    STOP_GRACE_TAG,
+};
 use crate::model::*;
 
 /// (seq, job id): orders an index by submission.
@@ -33,6 +36,14 @@ impl ArrayIndex {
     pub fn count(&self, status: JobStatus) -> u32 {
         self.counts[status_slot(status)]
     }
+}
+
+/// A `barge:stop-grace-seconds` value: whole seconds, 0 to `STOP_GRACE_SECONDS_MAX`.
+pub fn parse_stop_grace_seconds(value: &str) -> Option<u64> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= STOP_GRACE_SECONDS_MAX)
 }
 
 fn child_id_of(child: &ArrayChild) -> String {
@@ -373,6 +384,16 @@ impl State {
         for stream in self.log_streams.values() {
             self.next_log_stream_number = self.next_log_stream_number.max(stream.number + 1);
         }
+    }
+
+    /// How long a stopped attempt on compute environment `ce` gets between SIGTERM and
+    /// SIGKILL: its `barge:stop-grace-seconds` tag, else AWS's 30 s.
+    pub fn stop_grace_ms(&self, ce: &str) -> u64 {
+        self.compute_environments
+            .get(ce)
+            .and_then(|c| c.tags.get(STOP_GRACE_TAG))
+            .and_then(|v| parse_stop_grace_seconds(v))
+            .map_or(STOP_GRACE_MS, |s| s * 1000)
     }
 
     /// The latest ACTIVE revision of a definition.

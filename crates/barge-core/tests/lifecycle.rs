@@ -675,3 +675,42 @@ fn log_event_timestamps_never_go_backwards_within_a_stream() {
         (Some(200), Some(210))
     );
 }
+
+#[test]
+fn a_compute_environment_tag_sets_the_stop_grace_period() {
+    let mut w = World::new(256, 2, 8192);
+    w.define("d", "1", "512", None);
+    let arn = w.state.identity.compute_environment_arn("ce");
+    let refused = w.run(Command::TagResource {
+        arn: arn.clone(),
+        tags: Tags::from([("barge:stop-grace-seconds".into(), "soon".into())]),
+    });
+    assert!(refused
+        .0
+        .unwrap_err()
+        .to_string()
+        .contains("barge:stop-grace-seconds must be a whole number of seconds"));
+    w.ok(Command::TagResource {
+        arn,
+        tags: Tags::from([("barge:stop-grace-seconds".into(), "5".into())]),
+    });
+    let job = w.submit("q", "d");
+    let spec = w.schedule().pop().expect("admitted and placed in one pass");
+    assert_eq!(spec.job_id, job);
+    let changes = w.ok(Command::TerminateJob {
+        job_id: job,
+        reason: "stop".into(),
+    });
+    let grace: Vec<u64> = changes
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Agent {
+                instruction: AgentInstruction::Stop { grace_ms, .. },
+                ..
+            } => Some(*grace_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grace, vec![5_000]);
+}

@@ -294,7 +294,7 @@ pub(super) fn terminate_job(
                 instruction: AgentInstruction::Stop {
                     job_id: job.id.clone(),
                     attempt_id: attempt.id.clone(),
-                    grace_ms: STOP_GRACE_MS,
+                    grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                 },
             });
             job.stop_reason = Some(reason);

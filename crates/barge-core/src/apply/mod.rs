@@ -158,7 +158,7 @@ fn apply_inner(
                     instruction: AgentInstruction::Stop {
                         job_id: id.clone(),
                         attempt_id: attempt.id.clone(),
-                        grace_ms: STOP_GRACE_MS,
+                        grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                     },
                 });
                 job.stop_reason = Some(REASON_TIMEOUT.to_string());
