@@ -186,7 +186,7 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
 /// The sizes of the layers of `jobs` jobs, `width` a layer, the last one what is left.
 fn layer_widths(jobs: u64, width: u64) -> Vec<u64> {
     let mut widths = vec![width; (jobs / width) as usize];
-    if jobs % width > 0 {
+    if !jobs.is_multiple_of(width) {
         widths.push(jobs % width);
     }
     widths

@@ -714,3 +714,43 @@ fn a_compute_environment_tag_sets_the_stop_grace_period() {
         .collect();
     assert_eq!(grace, vec![5_000]);
 }
+
+#[test]
+fn propagated_tags_beyond_fifty_fail_the_job() {
+    let mut w = World::new(256, 2, 8192);
+    w.define("d", "1", "512", None);
+    let tags = |prefix: &str, n: usize| -> Tags {
+        (0..n)
+            .map(|i| (format!("{prefix}{i}"), "v".to_string()))
+            .collect()
+    };
+    let arn = w.state.identity.job_definition_arn("d", 1);
+    w.ok(Command::TagResource {
+        arn,
+        tags: tags("def", 30),
+    });
+    let mut submit = |id: &str, propagate: bool, job_tags: Tags| {
+        w.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: id.into(),
+            name: "t".into(),
+            queue: "q".into(),
+            definition: "d".into(),
+            propagate_tags: Some(propagate),
+            tags: job_tags,
+            ..Default::default()
+        })));
+    };
+    submit("over", true, tags("job", 21));
+    submit("same-keys", true, tags("def", 30));
+    submit("not-propagated", false, tags("job", 40));
+    w.schedule();
+    assert_eq!(w.job("over").status, JobStatus::Failed);
+    assert!(w
+        .job("over")
+        .status_reason
+        .as_deref()
+        .unwrap()
+        .contains("together are 51"));
+    assert_ne!(w.job("same-keys").status, JobStatus::Failed);
+    assert_ne!(w.job("not-propagated").status, JobStatus::Failed);
+}

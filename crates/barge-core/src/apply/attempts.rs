@@ -14,6 +14,18 @@ pub(super) fn scheduler_pass(
         if job.status != JobStatus::Submitted {
             continue;
         }
+        if let Some(reason) = too_many_propagated_tags(state, job) {
+            let mut job = (**job).clone();
+            job.status = JobStatus::Failed;
+            job.status_reason = Some(reason.clone());
+            job.stopped_at = Some(now);
+            if let Some(array) = job.array.as_mut() {
+                array.closed = Some(reason);
+            }
+            state.put_job(job);
+            changes.dirty.push(Key::Job(id.clone()));
+            continue;
+        }
         if job.array.is_some() {
             admit_array(state, &id, now, changes);
             continue;
@@ -40,6 +52,28 @@ pub(super) fn scheduler_pass(
         }
     }
     Reply::Placed { placed }
+}
+
+/// AWS fails a job whose tags and definition tags, propagated together to its task, would be
+/// more than a resource may hold (job tags win over definition tags of the same key).
+fn too_many_propagated_tags(state: &State, job: &Job) -> Option<String> {
+    if job.propagate_tags != Some(true) {
+        return None;
+    }
+    let definition = state
+        .job_definitions
+        .get(&(job.definition_name.clone(), job.definition_revision))?;
+    let combined = definition
+        .tags
+        .keys()
+        .chain(job.tags.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    (combined > TAGS_PER_RESOURCE_MAX).then(|| {
+        format!(
+            "propagateTags: the job's and its job definition's tags together are {combined}, more than the {TAGS_PER_RESOURCE_MAX} a task may carry"
+        )
+    })
 }
 
 /// An array parent is admitted to PENDING, where it stays until its children have finished;
