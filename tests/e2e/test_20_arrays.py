@@ -218,3 +218,34 @@ def test_the_array_bound_is_the_operators(server_factory):
         submit(b, "default", jd, arrayProperties={"size": 20001})
     assert "between 2 and 20000" in e.value.response["Error"]["Message"]
     b.terminate_job(jobId=ok, reason="cleanup")
+
+
+def test_barge_why_explains_waiting_children(server, batch):
+    import json
+    import subprocess
+    from barge_helpers import barge_bin, create_ce, create_queue
+
+    ce = create_ce(batch, max_vcpus=2, state="DISABLED")["computeEnvironmentName"]
+    queue = create_queue(batch, [ce])["jobQueueName"]
+
+    def why(job_id: str) -> dict:
+        out = subprocess.run([barge_bin(), "why", job_id, "--endpoint", server.endpoint, "--output", "json"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    jd = register_jobdef(batch, ["true"])["jobDefinitionArn"]
+    plain = submit(batch, queue, jd, arrayProperties={"size": 50})["jobId"]
+    seq = submit(batch, queue, jd, arrayProperties={"size": 3}, dependsOn=[{"type": "SEQUENTIAL"}])["jobId"]
+    wait_for(batch, seq, ("PENDING",))
+    # Every unborn child of the first array is ahead of the sequential array's child 0.
+    head = why(f"{seq}:0")
+    assert head["status"] == "RUNNABLE" and head["jobsAhead"] == 50, head
+    second = why(f"{seq}:1")
+    assert second["status"] == "PENDING"
+    assert second["statusReason"] == f"Waiting for array child {seq}:0 (RUNNABLE) to succeed (SEQUENTIAL)"
+    assert any(f"barge why {seq}:0" in step for step in second["unblock"]), second["unblock"]
+    parent = why(plain)
+    assert parent["statusReason"].startswith("Array job: 0 of 50 children finished")
+    for job_id in (plain, seq):
+        batch.cancel_job(jobId=job_id, reason="cleanup")

@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
         ctx.progress(format!(
             "parent SUCCEEDED after {:.2} s: {}",
             wall.as_secs_f64(),
-            done.describe()
+            done.summary()
         ));
         figures.push(
             ctx.figure(
@@ -138,7 +138,7 @@ async fn wait_until_succeeded(
         }
         if last_progress.elapsed() >= PROGRESS_INTERVAL {
             last_progress = Instant::now();
-            ctx.progress(view.describe());
+            ctx.progress(view.summary());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

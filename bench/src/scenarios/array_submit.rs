@@ -29,8 +29,9 @@ pub const LARGE_ARRAY_SIZE: u64 = 1_000_000;
 pub const LARGE_SUBMIT_MS_TARGET: f64 = 1000.0;
 /// How long an array may take to be PENDING with every child RUNNABLE.
 pub const RELEASE_LIMIT: Duration = Duration::from_secs(120);
-/// Between two DescribeJobs of a parent while waiting for it.
-pub const RELEASE_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Between two DescribeJobs of a parent while waiting for it: short, as the wait is reported
+/// and one such call costs about a tenth of a millisecond.
+pub const RELEASE_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Page size asked of the timed ListJobs calls.
 pub const TIMED_LIST_PAGE: u64 = 100;
 

@@ -260,7 +260,7 @@ impl ArrayParent {
     }
 
     /// The parent's status and its non-zero counts, e.g. `PENDING (RUNNABLE 90, RUNNING 10)`.
-    pub fn describe(&self) -> String {
+    pub fn summary(&self) -> String {
         let counts = JOB_STATUSES
             .iter()
             .map(|s| (s, self.children(s)))
@@ -268,7 +268,12 @@ impl ArrayParent {
             .map(|(s, n)| format!("{s} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut text = format!("{} ({counts})", self.status);
+        format!("{} ({counts})", self.status)
+    }
+
+    /// `summary` and the parent's statusReason, for error messages.
+    pub fn describe(&self) -> String {
+        let mut text = self.summary();
         if let Some(reason) = &self.status_reason {
             text.push_str(&format!("; statusReason: {reason}"));
         }
@@ -377,6 +382,7 @@ mod tests {
         assert_eq!(parent.array_properties.size, 10);
         assert_eq!(parent.children("RUNNABLE"), 7);
         assert_eq!(parent.children("nonsense"), 0);
+        assert_eq!(parent.summary(), "PENDING (RUNNABLE 7, SUCCEEDED 3)");
         assert_eq!(
             parent.describe(),
             "PENDING (RUNNABLE 7, SUCCEEDED 3); statusReason: Array job: 3 of 10 children done"

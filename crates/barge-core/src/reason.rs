@@ -22,8 +22,8 @@ fn why_pending(state: &State, job: &Job) -> String {
             return array_progress(state, job);
         }
     }
-    if let Some(child) = &job.array_child {
-        return why_child_pending(state, child);
+    if job.array_child.is_some() {
+        return why_child_pending(state, job);
     }
     let unfinished: Vec<String> = job
         .depends_on
@@ -64,46 +64,62 @@ fn array_progress(state: &State, parent: &Job) -> String {
     )
 }
 
+/// The sibling (SEQUENTIAL) or counterpart (N_TO_N) an unborn PENDING child waits for, if
+/// any; None when it waits for its parent's own dependencies.
+fn why_child_pending_on(state: &State, job: &Job) -> Option<String> {
+    let child = job.array_child.as_ref()?;
+    let parent = state.job(&child.parent)?;
+    let array = parent.array.as_ref()?;
+    array.released_at?;
+    let unfinished = |parent_id: &str, index: u32| {
+        let id = crate::arrays::child_id(parent_id, index);
+        let status = crate::arrays::job_view(state, &id).map(|j| j.status);
+        (status != Some(JobStatus::Succeeded)).then_some(id)
+    };
+    if array.sequential && child.index > 0 {
+        if let Some(id) = unfinished(&parent.id, child.index - 1) {
+            return Some(id);
+        }
+    }
+    array
+        .n_to_n
+        .iter()
+        .find_map(|other| unfinished(other, child.index))
+}
+
 /// A PENDING child waits for its parent's dependencies, its previous sibling (SEQUENTIAL) or
 /// its counterpart in another array (N_TO_N).
-fn why_child_pending(state: &State, child: &ArrayChild) -> String {
+fn why_child_pending(state: &State, job: &Job) -> String {
+    let Some(child) = &job.array_child else {
+        return why_pending(state, job);
+    };
     let Some(parent) = state.job(&child.parent) else {
         return format!("Array job {} no longer exists", child.parent);
     };
-    let Some(array) = &parent.array else {
-        return format!("Job {} is not an array job", child.parent);
-    };
-    if array.released_at.is_none() {
+    if parent
+        .array
+        .as_ref()
+        .is_some_and(|a| a.released_at.is_none())
+    {
         return format!(
             "Waiting for array job {} to start its children: {}",
             parent.id,
             why_pending(state, parent)
         );
     }
-    let status_of = |parent_id: &str, index: u32| {
-        crate::arrays::job_view(state, &crate::arrays::child_id(parent_id, index))
-            .map_or("missing", |j| j.status.as_str())
-    };
-    if array.sequential && child.index > 0 {
-        let before = child.index - 1;
-        let status = status_of(&parent.id, before);
-        if status != "SUCCEEDED" {
-            return format!(
-                "Waiting for array child {}:{before} ({status}) to succeed (SEQUENTIAL)",
-                parent.id
-            );
+    match why_child_pending_on(state, job) {
+        Some(id) => {
+            let status =
+                crate::arrays::job_view(state, &id).map_or("missing", |j| j.status.as_str());
+            let kind = if id.starts_with(&format!("{}:", parent.id)) {
+                "SEQUENTIAL"
+            } else {
+                "N_TO_N"
+            };
+            format!("Waiting for array child {id} ({status}) to succeed ({kind})")
         }
+        None => "Waiting for the scheduler to evaluate the job's dependencies".into(),
     }
-    for other in &array.n_to_n {
-        let status = status_of(other, child.index);
-        if status != "SUCCEEDED" {
-            return format!(
-                "Waiting for array child {other}:{} ({status}) to succeed (N_TO_N)",
-                child.index
-            );
-        }
-    }
-    "Waiting for the scheduler to evaluate the job's dependencies".into()
 }
 
 /// RUNNABLE work ahead of `job` in its queue, in submission order: born jobs and the unborn
@@ -330,6 +346,20 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
     let mut unblock = Vec::new();
     let mut jobs_ahead = None;
     match job.status {
+        JobStatus::Pending if job.array.as_ref().is_some_and(|a| a.released_at.is_some()) => {
+            unblock.push(format!(
+                "an array job finishes when its children do; `aws batch list-jobs --array-job-id {} --job-status RUNNABLE` lists the ones waiting, and `barge why {}:<index>` explains one",
+                job.id, job.id
+            ));
+        }
+        JobStatus::Pending if job.array_child.is_some() => {
+            unblock.push(match why_child_pending_on(state, job) {
+                Some(waits_for) => format!(
+                    "job {waits_for} must succeed; `barge why {waits_for}` says what it waits for"
+                ),
+                None => "the array job's own dependencies must succeed".to_string(),
+            });
+        }
         JobStatus::Pending => {
             for id in job
                 .depends_on

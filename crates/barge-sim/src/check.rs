@@ -1756,6 +1756,9 @@ fn waiting_reasons_of(
     jobs: &mut dyn Iterator<Item = &Arc<Job>>,
 ) -> Result<(), Violation> {
     for job in jobs {
+        if job.array.is_some() {
+            unborn_reason(state, job)?;
+        }
         if !job.status.is_before_start() {
             continue;
         }
@@ -1771,6 +1774,36 @@ fn waiting_reasons_of(
                 ),
             );
         }
+    }
+    Ok(())
+}
+
+/// The unborn children of a parent that still wait say why too (as DescribeJobs renders them):
+/// the lowest unborn one stands for all of them.
+fn unborn_reason(state: &State, parent: &Job) -> Result<(), Violation> {
+    let Some(array) = &parent.array else {
+        return Ok(());
+    };
+    let cursor = state.array_index(&parent.id).map_or(0, |i| i.cursor);
+    if cursor >= array.size || !unborn_status(parent).is_before_start() {
+        return Ok(());
+    }
+    let id = child_id(&parent.id, cursor);
+    let Some(child) = job_view(state, &id) else {
+        return fail(
+            ARRAY_CHILDREN,
+            format!("unborn child {id} cannot be rendered"),
+        );
+    };
+    let reason = barge_core::reason::why_waiting(state, &child);
+    if reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return fail(
+            WAITING_REASON,
+            format!(
+                "unborn child {id} is {} with no reason ({reason:?})",
+                child.status.as_str()
+            ),
+        );
     }
     Ok(())
 }

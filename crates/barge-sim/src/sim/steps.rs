@@ -819,7 +819,8 @@ impl Sim {
                     Command::CancelJob { job_id, reason }
                 },
                 note: Note::MustSucceed,
-            })?;
+            })
+            .map(drop)?;
             self.check_model()?;
         }
         let unborn_open: usize = self
