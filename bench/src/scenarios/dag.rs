@@ -113,8 +113,8 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
                 "jobs/s",
             )
             .note(format!(
-                "{} jobs in {:.2} s, of which submitting took {:.2} s; {} layers run one after \
-                 the other; the end is seen by polling every {} ms",
+                "{} jobs in {:.2} s, of which submitting took {:.2} s; a chain {} jobs deep; \
+                 the end is seen by polling every {} ms",
                 thousands(finished.succeeded as u64),
                 wall.as_secs_f64(),
                 submitted_in.as_secs_f64(),

@@ -921,6 +921,10 @@ pub fn check_attempts(state: &State) -> Result<(), Violation> {
 
 fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violation> {
     for job in jobs {
+        if job.array.is_some() {
+            // A parent never runs (see `check_arrays`): its children make the attempts.
+            continue;
+        }
         let made = job.attempts_made();
         if made > job.max_attempts() {
             return fail(
@@ -1643,8 +1647,8 @@ pub fn check_submit(prev: &State, next: &State, job_id: &str) -> Result<(), Viol
 
 /// An accepted submission's array properties and dependencies are valid: an array's size is
 /// within bounds; SEQUENTIAL and N_TO_N appear only on arrays, a SEQUENTIAL entry without a
-/// jobId, an N_TO_N one naming an array of the same size; every jobId names a job row that
-/// existed (never an unborn child); and the new array has no children yet.
+/// jobId, an N_TO_N one naming an array of the same size; every jobId names a job that existed
+/// and is not an array child (born or not); and the new array has no children yet.
 fn check_submitted_array(prev: &State, next: &State, job: &Job) -> Result<(), Violation> {
     use barge_core::dependencies::{N_TO_N, SEQUENTIAL};
     let id = &job.id;
@@ -1654,10 +1658,12 @@ fn check_submitted_array(prev: &State, next: &State, job: &Job) -> Result<(), Vi
     let size = job.array.as_ref().map(|a| a.size);
     for dep in &job.depends_on {
         let kind = dep.kind.as_deref();
+        // A jobId names a job that existed, never an array child, born or not.
+        let exists = |target: &String| prev.job(target).is_some_and(|t| t.array_child.is_none());
         let ok = match (kind, &dep.job_id) {
-            (None, Some(target)) => prev.job(target).is_some(),
+            (None, Some(target)) => exists(target),
             (Some(SEQUENTIAL), None) => size.is_some(),
-            (Some(SEQUENTIAL), Some(target)) => size.is_some() && prev.job(target).is_some(),
+            (Some(SEQUENTIAL), Some(target)) => size.is_some() && exists(target),
             (Some(N_TO_N), Some(target)) => {
                 size.is_some()
                     && prev

@@ -282,6 +282,11 @@ impl Sim {
         }
         if self.rng.chance(20) {
             ce.tags = self.tags();
+            if valid.is_some() {
+                // Setup must succeed: no more tags than a resource may hold.
+                let keep = barge_core::limits::TAGS_PER_RESOURCE_MAX.min(3);
+                ce.tags = std::mem::take(&mut ce.tags).into_iter().take(keep).collect();
+            }
         }
         Planned {
             what: format!(
@@ -687,13 +692,15 @@ impl Sim {
                 s.depends_on.push(dep(Some(id), None));
             }
         }
-        if self.rng.chance(2) {
-            // One array child: a born one is a job like any other, an unborn one is refused.
-            s.depends_on.push(dep(Some(self.child_ref()), None));
-        }
         let mut note = Note::Submit(job_id.clone());
         let mut array = String::new();
-        if self.rng.chance(1) {
+        if self.rng.chance(2) {
+            // One array child, born or not: depend on the array, or N_TO_N on its children.
+            let child = self.child_ref();
+            s.depends_on.push(dep(Some(child.clone()), None));
+            array = format!(" after child {child}");
+            note = Note::MustRefuse(job_id.clone());
+        } else if self.rng.chance(1) {
             // SEQUENTIAL and N_TO_N order the children of an array; a plain job has none.
             let kind = *self.rng.pick(&[SEQUENTIAL, N_TO_N]);
             let target = (kind == N_TO_N).then(|| self.job_ref());
