@@ -133,7 +133,8 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
                     "jobs/s",
                 )
                 .note(format!(
-                    "{counted} jobs in {:.3} s",
+                    "{} jobs in {:.3} s",
+                    thousands(counted),
                     span_ms as f64 / 1000.0
                 )),
             );
