@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use barge_core::arn::{name_from_reference, ResourceKind};
+use barge_core::arrays;
 use barge_core::command::SubmitJob;
 use barge_core::limits::*;
 use barge_core::model::*;
@@ -25,7 +26,7 @@ struct SubmitInput {
     job_definition: String,
     share_identifier: Option<String>,
     scheduling_priority_override: Option<i64>,
-    array_properties: Option<Value>,
+    array_properties: Option<ArrayPropertiesInput>,
     #[serde(default)]
     depends_on: Vec<JobDependency>,
     #[serde(default)]
@@ -40,6 +41,12 @@ struct SubmitInput {
     eks_properties_override: Option<Value>,
     ecs_properties_override: Option<Value>,
     consumable_resource_properties_override: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrayPropertiesInput {
+    size: Option<i64>,
 }
 
 pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
@@ -62,15 +69,15 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         check_timeout("timeout", t)?;
     }
     check_tags("tags", &i.tags)?;
-    if i.array_properties.is_some() {
-        // AWS refuses arrays of multi-node parallel jobs.
-        if i.node_overrides.is_some() || names_multinode_definition(b, &i.job_definition) {
-            return Err(ApiError::client(
-                "arrayProperties cannot be used with a multi-node parallel job (a type multinode job definition or nodeOverrides)",
-            ));
-        }
+    // The bound itself is the operator's (barge up --array-size-max): the core checks it, and
+    // refuses arrays of multi-node parallel jobs as AWS does.
+    let array_size = i
+        .array_properties
+        .and_then(|a| a.size)
+        .map(|n| u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX }));
+    if array_size.is_some() && i.node_overrides.is_some() {
         return Err(ApiError::client(
-            "arrayProperties (array jobs) is not supported by this version of Barge yet; submit one job per index",
+            "arrayProperties cannot be used with a multi-node parallel job (nodeOverrides)",
         ));
     }
     if i.eks_properties_override.is_some() || i.ecs_properties_override.is_some() {
@@ -105,29 +112,13 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         depends_on: i.depends_on,
         share_identifier: i.share_identifier,
         scheduling_priority_override: i.scheduling_priority_override,
+        array_size,
     };
     let Reply::Job { id, name } = b.execute(Command::SubmitJob(Box::new(s))).await? else {
         return Err(ApiError::server("unexpected reply to SubmitJob"));
     };
     let arn = b.snapshot().identity.job_arn(&id);
     Ok(json!({ "jobArn": arn, "jobName": name, "jobId": id }))
-}
-
-/// Whether a SubmitJob's jobDefinition names a multinode definition (for a clearer error; the
-/// core decides everything else about the definition).
-fn names_multinode_definition<B: Backend>(b: &B, reference: &str) -> bool {
-    let state = b.snapshot();
-    let Some(spec) = name_from_reference(reference, ResourceKind::JobDefinition) else {
-        return false;
-    };
-    let def = match spec.rsplit_once(':') {
-        Some((name, rev)) => rev
-            .parse::<u32>()
-            .ok()
-            .and_then(|rev| state.job_definitions.get(&(name.to_string(), rev)).cloned()),
-        None => state.latest_active_definition(spec).cloned(),
-    };
-    def.is_some_and(|d| d.kind == "multinode")
 }
 
 /// The attempt whose container fields a job shows: the live one, else the last.
@@ -216,6 +207,7 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         "platformCapabilities": job.platform_capabilities,
         "isCancelled": job.is_cancelled,
         "isTerminated": job.is_terminated,
+        "arrayProperties": array_properties(state, job, true),
     }))
 }
 
@@ -250,6 +242,26 @@ fn node_summary(state: &State, job: &Job) -> Value {
     json!({ "isMainNode": n.is_main, "numNodes": num_nodes, "nodeIndex": n.index })
 }
 
+/// arrayProperties: the size and statusSummary on a parent, the index on a child.
+fn array_properties(state: &State, job: &Job, detail: bool) -> Option<Value> {
+    if let Some(child) = &job.array_child {
+        return Some(json!({ "index": child.index }));
+    }
+    let array = job.array.as_ref()?;
+    let summary: serde_json::Map<String, Value> = arrays::status_summary(state, job)
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let mut out = json!({ "size": array.size, "statusSummary": summary });
+    if detail {
+        let children = state.array_index(&job.id).map_or(0, |i| i.last_update_ms);
+        let own = [Some(job.created_at), array.released_at, job.stopped_at];
+        let latest = own.into_iter().flatten().chain([children]).max();
+        out["statusSummaryLastUpdatedAt"] = json!(latest);
+    }
+    Some(out)
+}
+
 /// AWS's JobSummary (ListJobs).
 fn render_job_summary(state: &State, job: &Job) -> Value {
     let id = &state.identity;
@@ -271,6 +283,7 @@ fn render_job_summary(state: &State, job: &Job) -> Value {
         "nodeProperties": node_summary(state, job),
         "isCancelled": job.is_cancelled.then_some(true),
         "isTerminated": job.is_terminated.then_some(true),
+        "arrayProperties": array_properties(state, job, false),
     }))
 }
 
@@ -292,8 +305,8 @@ pub fn describe<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         .jobs
         .iter()
         .filter_map(|r| name_from_reference(r, ResourceKind::Job))
-        .filter_map(|id| state.job(id))
-        .map(|job| render_job_detail(&state, job))
+        .filter_map(|id| arrays::job_view(&state, id))
+        .map(|job| render_job_detail(&state, &job))
         .collect();
     Ok(json!({ "jobs": jobs }))
 }
@@ -430,18 +443,27 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         LIST_JOBS_PAGE_ITEMS_MAX
     };
     let size = page_size("maxResults", i.max_results, page_max, page_max)?;
-    let after: Option<u64> = decode_token(&i.next_token)?
-        .map(|t| {
-            t.parse()
-                .map_err(|_| ApiError::client("nextToken is not a token this operation returned"))
-        })
-        .transpose()?;
+    // Tokens: "<seq>" or "<seq> <job id>" (queue listings), "<index>" (array children).
+    let bad_token = || ApiError::client("nextToken is not a token this operation returned");
+    let token = decode_token(&i.next_token)?;
+    let (after, after_id): (Option<u64>, String) = match token.as_deref() {
+        None => (None, String::new()),
+        Some(t) => {
+            let (seq, id) = t.split_once(' ').unwrap_or((t, ""));
+            (Some(seq.parse().map_err(|_| bad_token())?), id.to_string())
+        }
+    };
     let state = b.snapshot();
     if let Some(parent) = &i.multi_node_job_id {
         return list_nodes(&state, parent, status, filter.as_ref(), size, after);
     }
+    if let Some(parent_ref) = &i.array_job_id {
+        let parent_id = name_from_reference(parent_ref, ResourceKind::Job).unwrap_or(parent_ref);
+        let from = u32::try_from(after.unwrap_or(0)).map_err(|_| bad_token())?;
+        return list_children(&state, parent_id, status, filter.as_ref(), from, size);
+    }
     let Some(queue_ref) = i.job_queue else {
-        // Array jobs do not exist yet, so no job has children.
+        // Exactly one of the three was given, checked above.
         return Ok(json!({ "jobSummaryList": [] }));
     };
     let queue = name_from_reference(&queue_ref, ResourceKind::JobQueue)
@@ -474,10 +496,11 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         None => {
             let status = status.unwrap_or(JobStatus::Running);
             let set = state.jobs_in(&queue, status);
-            let start = (after.unwrap_or(0), String::new());
+            // Array children share their parent's seq, so the token names the job too.
+            let start = (after.unwrap_or(0), after_id);
             for (seq, id) in set.into_iter().flat_map(|s| s.range(start.clone()..)) {
                 if out.len() == size {
-                    next = Some(encode_token(&seq.to_string()));
+                    next = Some(encode_token(&format!("{seq} {id}")));
                     break;
                 }
                 out.push(render_job_summary(&state, &state.jobs[id]));
@@ -529,6 +552,60 @@ fn list_nodes(
         out.push(render_job_summary(state, node));
     }
     Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
+}
+
+/// ListJobs(arrayJobId): the children in index order, born or not, with the status given (or
+/// RUNNING). A page looks at no more than `ARRAY_LIST_SCAN_MAX` indexes, so it may come back
+/// short with a nextToken.
+fn list_children(
+    state: &State,
+    parent_id: &str,
+    status: Option<JobStatus>,
+    filter: Option<&Filter>,
+    from: u32,
+    size: usize,
+) -> Result<Value, ApiError> {
+    let parent = state
+        .job(parent_id)
+        .filter(|p| p.array.is_some())
+        .ok_or_else(|| ApiError::client(format!("array job {parent_id} does not exist")))?;
+    let array_size = parent.array.as_ref().map_or(0, |a| a.size);
+    // AWS: without a status or filter, ListJobs lists RUNNING jobs.
+    let status = match (status, filter) {
+        (Some(s), _) => Some(s),
+        (None, None) => Some(JobStatus::Running),
+        (None, Some(_)) => None,
+    };
+    let unborn = arrays::unborn_status(parent);
+    let born = state.array_index(parent_id);
+    let mut out = Vec::new();
+    let mut next = None;
+    let end = from.saturating_add(ARRAY_LIST_SCAN_MAX).min(array_size);
+    for index in from..end {
+        let is_born = born.is_some_and(|b| b.born.contains(&index));
+        // Unborn children all share one status: skip them cheaply when it is not wanted.
+        if !is_born && status.is_some_and(|s| s != unborn) {
+            continue;
+        }
+        let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, index)) else {
+            continue;
+        };
+        if status.is_some_and(|s| s != child.status) || filter.is_some_and(|f| !f.keeps(&child)) {
+            continue;
+        }
+        if out.len() == size {
+            next = Some(index);
+            break;
+        }
+        out.push(render_job_summary(state, &child));
+    }
+    if next.is_none() && end < array_size {
+        next = Some(end);
+    }
+    Ok(compact(json!({
+        "jobSummaryList": out,
+        "nextToken": next.map(|n| encode_token(&n.to_string())),
+    })))
 }
 
 #[derive(Deserialize)]
@@ -589,7 +666,7 @@ pub async fn cancel_many<B: Backend>(
             .unwrap_or(&reference)
             .to_string();
         // AWS counts an unknown id as successful: there is nothing left to stop.
-        if b.snapshot().job(&job_id).is_none() {
+        if arrays::job_view(&b.snapshot(), &job_id).is_none() {
             successful.push(reference);
             continue;
         }
@@ -650,20 +727,15 @@ pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
     let queue = name_from_reference(&i.job_queue, ResourceKind::JobQueue)
         .filter(|q| state.job_queues.contains_key(*q))
         .ok_or_else(|| ApiError::client(format!("job queue {} does not exist", i.job_queue)))?;
-    let jobs: Vec<Value> = state
-        .jobs_in(queue, JobStatus::Runnable)
-        .into_iter()
-        .flatten()
-        // Nodes waiting for their job's next attempt are not in line: their job is.
-        .filter(|(_, id)| state.jobs[id].node.is_none())
-        .take(QUEUE_SNAPSHOT_JOBS_MAX)
-        .map(|(_, id)| {
-            let job = &state.jobs[id];
-            json!({
-                "jobArn": state.identity.job_arn(id),
-                "earliestTimeAtPosition": job.runnable_at.unwrap_or(job.created_at),
+    let jobs: Vec<Value> =
+        barge_core::scheduler::front_of_queue(&state, queue, QUEUE_SNAPSHOT_JOBS_MAX)
+            .into_iter()
+            .map(|(id, since)| {
+                json!({
+                    "jobArn": state.identity.job_arn(&id),
+                    "earliestTimeAtPosition": since,
+                })
             })
-        })
-        .collect();
+            .collect();
     Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": b.now_ms() } }))
 }

@@ -140,6 +140,8 @@ pub struct SubmitJob {
     pub depends_on: Vec<JobDependency>,
     pub share_identifier: Option<String>,
     pub scheduling_priority_override: Option<i64>,
+    /// arrayProperties.size: Some for an array job.
+    pub array_size: Option<u32>,
 }
 
 /// What a scheduling pass proposes. The applier re-checks each entry against the state at

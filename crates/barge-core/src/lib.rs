@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod apply;
 pub mod arn;
+pub mod arrays;
 pub mod command;
 pub mod dependencies;
 pub mod limits;

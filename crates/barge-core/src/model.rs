@@ -388,6 +388,38 @@ pub struct Job {
     /// A node `<parent>#<index>` of a multi-node parallel job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<crate::multinode::NodeRef>,
+    /// On an array job's parent: its size and how far its children have come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayJob>,
+    /// On an array child: its parent and index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_child: Option<ArrayChild>,
+}
+
+/// An array job's parent. Its children `<parent>:<index>` are not stored when it is submitted:
+/// a child is born (becomes a job row) when it is placed, when it becomes RUNNABLE through a
+/// SEQUENTIAL or N_TO_N dependency, or when something is done to it by id. Until then its
+/// status is derived from the parent (see `arrays::unborn_status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayJob {
+    pub size: u32,
+    /// When the parent's own dependencies were met, so its children could start. None while
+    /// the parent is SUBMITTED or PENDING on its dependencies.
+    pub released_at: Option<i64>,
+    /// Child i waits for child i-1 to succeed (dependsOn type SEQUENTIAL).
+    pub sequential: bool,
+    /// Arrays whose child i each child i waits for (dependsOn type N_TO_N).
+    pub n_to_n: Vec<String>,
+    /// Set when the parent is cancelled or terminated, or a dependency failed: children not
+    /// born yet end FAILED with this reason and never run.
+    pub closed: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayChild {
+    pub parent: String,
+    pub index: u32,
+    pub size: u32,
 }
 
 impl Job {

@@ -67,26 +67,34 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
         if agents.iter().all(|a| a.free_vcpus_milli() == 0) {
             break;
         }
-        let runnable = state
-            .jobs_in(&queue.name, JobStatus::Runnable)
-            .into_iter()
-            .flatten();
-        let fresh = admitted.get(&queue.name).into_iter().flatten();
         let mut misses = 0;
-        for (_, id) in runnable.chain(fresh) {
-            if plan.placements.len() + gang_nodes >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
-                return plan;
-            }
-            visits += 1;
-            if visits > SCHEDULER_VISITS_PER_PASS_MAX {
-                return plan;
-            }
-            let job = &state.jobs[id];
+        for candidate in candidates(state, &queue.name, admitted.get(&queue.name)) {
+            let (job, indexes): (&Job, Box<dyn Iterator<Item = u32>>) = match candidate {
+                Candidate::Job(id) => (&*state.jobs[id], Box::new(std::iter::empty())),
+                // The unborn children of an array, in index order. They all need the same, so
+                // the first that does not fit ends the array's turn.
+                Candidate::Array(parent_id) => {
+                    let parent = &state.jobs[parent_id];
+                    let size = parent.array.as_ref().map_or(0, |a| a.size);
+                    let born = state.array_index(parent_id);
+                    let cursor = born.map_or(0, |b| b.cursor);
+                    let unborn =
+                        (cursor..size).filter(move |i| born.is_none_or(|b| !b.born.contains(i)));
+                    (&**parent, Box::new(unborn))
+                }
+            };
             if job.node.is_some() {
                 // A node waits for its job's next gang; it is never placed on its own.
                 continue;
             }
             if let Some(m) = &job.multinode {
+                if plan.placements.len() + gang_nodes >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
+                    return plan;
+                }
+                visits += 1;
+                if visits > SCHEDULER_VISITS_PER_PASS_MAX {
+                    return plan;
+                }
                 match multinode::plan_gang(
                     state,
                     queue,
@@ -102,42 +110,121 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                     // As for a single job: a gang that can never fit here must not use up
                     // the queue's misses.
                     None if !multinode::gang_could_ever_fit(state, queue, m) => {}
-                    None => {
-                        misses += 1;
-                        if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
-                            break;
-                        }
-                    }
+                    None => misses += 1,
+                }
+                if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
+                    break;
                 }
                 continue;
             }
-            match choose(state, queue, job.resources, &agents, &ce_used) {
-                Some((ce, agent_index)) => {
-                    let agent = &mut agents[agent_index];
-                    agent.used_vcpus_milli += u64::from(job.resources.vcpus_milli);
-                    agent.used_memory_mib += job.resources.memory_mib;
-                    *ce_used.entry(ce.clone()).or_insert(0) += u64::from(job.resources.vcpus_milli);
-                    plan.placements.push(Placement {
-                        job_id: id.clone(),
-                        compute_environment: ce,
-                        agent_id: agent.id.clone(),
-                        attempt_id: new_attempt_id(),
-                    });
+            let ids: Box<dyn Iterator<Item = String>> = if job.array.is_some() {
+                let parent_id = job.id.clone();
+                Box::new(indexes.map(move |i| crate::arrays::child_id(&parent_id, i)))
+            } else {
+                Box::new(std::iter::once(job.id.clone()))
+            };
+            for id in ids {
+                if plan.placements.len() + gang_nodes >= SCHEDULER_PLACEMENTS_PER_PASS_MAX {
+                    return plan;
                 }
-                // A job that can never fit here waits with a MISCONFIGURATION reason; it must
-                // not use up the queue's misses, or enough of them would starve the jobs
-                // behind them.
-                None if !could_ever_fit(state, queue, job.resources) => {}
-                None => {
-                    misses += 1;
-                    if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
+                visits += 1;
+                if visits > SCHEDULER_VISITS_PER_PASS_MAX {
+                    return plan;
+                }
+                match choose(state, queue, job.resources, &agents, &ce_used) {
+                    Some((ce, agent_index)) => {
+                        let agent = &mut agents[agent_index];
+                        agent.used_vcpus_milli += u64::from(job.resources.vcpus_milli);
+                        agent.used_memory_mib += job.resources.memory_mib;
+                        *ce_used.entry(ce.clone()).or_insert(0) +=
+                            u64::from(job.resources.vcpus_milli);
+                        plan.placements.push(Placement {
+                            job_id: id,
+                            compute_environment: ce,
+                            agent_id: agent.id.clone(),
+                            attempt_id: new_attempt_id(),
+                        });
+                    }
+                    // A job that can never fit here waits with a MISCONFIGURATION reason; it
+                    // must not use up the queue's misses, or enough of them would starve the
+                    // jobs behind them.
+                    None if !could_ever_fit(state, queue, job.resources) => break,
+                    None => {
+                        misses += 1;
                         break;
                     }
                 }
             }
+            if misses >= SCHEDULER_MISSES_PER_QUEUE_MAX {
+                break;
+            }
         }
     }
     plan
+}
+
+/// The first `max` RUNNABLE jobs of a queue in the order the scheduler takes them, each with
+/// the time it took its place (GetJobQueueSnapshot). Unborn array children count as jobs.
+pub fn front_of_queue(state: &State, queue: &str, max: usize) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for candidate in candidates(state, queue, None) {
+        if out.len() >= max {
+            break;
+        }
+        match candidate {
+            Candidate::Job(id) => {
+                let job = &state.jobs[id];
+                out.push((id.clone(), job.runnable_at.unwrap_or(job.created_at)));
+            }
+            Candidate::Array(parent_id) => {
+                let parent = &state.jobs[parent_id];
+                let Some(array) = &parent.array else { continue };
+                let since = array.released_at.unwrap_or(parent.created_at);
+                let born = state.array_index(parent_id);
+                let cursor = born.map_or(0, |b| b.cursor);
+                let unborn = (cursor..array.size)
+                    .filter(|i| born.is_none_or(|b| !b.born.contains(i)))
+                    .take(max - out.len());
+                out.extend(unborn.map(|i| (crate::arrays::child_id(parent_id, i), since)));
+            }
+        }
+    }
+    out
+}
+
+/// What a queue's walk visits: a RUNNABLE job, or an array parent whose unborn children are
+/// RUNNABLE.
+enum Candidate<'a> {
+    Job(&'a String),
+    Array(&'a String),
+}
+
+/// A queue's RUNNABLE jobs (then those admitted in this pass) merged with its arrays that have
+/// unborn RUNNABLE children, all in submission order. A child that was born and went back to
+/// RUNNABLE (a retry) comes before its unborn siblings.
+fn candidates<'a>(
+    state: &'a State,
+    queue: &str,
+    admitted: Option<&'a Vec<(u64, String)>>,
+) -> impl Iterator<Item = Candidate<'a>> + 'a {
+    let mut jobs = state
+        .jobs_in(queue, JobStatus::Runnable)
+        .into_iter()
+        .flatten()
+        .chain(admitted.into_iter().flatten())
+        .peekable();
+    let mut arrays = state
+        .arrays_with_unborn_runnable(queue)
+        .into_iter()
+        .flatten()
+        .peekable();
+    std::iter::from_fn(move || match (jobs.peek(), arrays.peek()) {
+        (Some((job_seq, _)), Some((array_seq, _))) if array_seq < job_seq => {
+            arrays.next().map(|(_, id)| Candidate::Array(id))
+        }
+        (Some(_), _) => jobs.next().map(|(_, id)| Candidate::Job(id)),
+        (None, _) => arrays.next().map(|(_, id)| Candidate::Array(id)),
+    })
 }
 
 /// Whether some environment of the queue, ENABLED or not, could take `res` were it idle: its

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use barge_core::agent::{AgentInstruction, AgentReport};
 use barge_core::apply::REASON_CONTAINER_EXITED;
+use barge_core::arrays::{child_id, job_view, status_summary, unborn_status};
 use barge_core::command::{Effect, Key};
+use barge_core::dependencies::REASON_DEPENDENCY_FAILED;
 use barge_core::model::*;
 use barge_core::resources::{agent_could_fit, resources_of};
 use barge_core::State;
@@ -32,6 +34,10 @@ pub const WAITING_REASON: &str = "every waiting job says why";
 pub const NO_PANIC: &str = "the core never panics";
 pub const DEPENDENCY_ORDER: &str = "dependency order respected";
 pub const GANG: &str = "gang all-or-none";
+pub const ARRAY_CHILDREN: &str = "no array child lost";
+pub const ARRAY_PARENT: &str = "an array parent's status follows its children";
+pub const SEQUENTIAL_ORDER: &str = "SEQUENTIAL children run in index order";
+pub const N_TO_N_ORDER: &str = "N_TO_N children wait for their counterparts";
 
 /// One broken invariant: which, and what exactly was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +91,31 @@ fn over_jobs<'a>(
 
 /// Whether `to` is reachable from `from` in at most `hops` legal transitions.
 pub fn reachable(from: JobStatus, to: JobStatus, hops: usize) -> bool {
+    reachable_by(from, to, hops, &|a, b| a.may_become(b))
+}
+
+/// The lifecycle of an array parent, which keeps the books and never runs: admitted to
+/// PENDING, where it stays until its children have finished; FAILED at once when it is
+/// cancelled, or its dependency fails, before it was admitted.
+pub fn parent_may_become(from: JobStatus, to: JobStatus) -> bool {
+    use JobStatus::*;
+    matches!(
+        (from, to),
+        (Submitted, Pending | Failed) | (Pending, Succeeded | Failed)
+    )
+}
+
+/// `reachable` along `parent_may_become`.
+pub fn parent_reachable(from: JobStatus, to: JobStatus, hops: usize) -> bool {
+    reachable_by(from, to, hops, &parent_may_become)
+}
+
+fn reachable_by(
+    from: JobStatus,
+    to: JobStatus,
+    hops: usize,
+    may: &dyn Fn(JobStatus, JobStatus) -> bool,
+) -> bool {
     let mut frontier = vec![from];
     for _ in 0..hops {
         if frontier.contains(&to) {
@@ -93,7 +124,7 @@ pub fn reachable(from: JobStatus, to: JobStatus, hops: usize) -> bool {
         let mut next = Vec::new();
         for s in &frontier {
             for t in JobStatus::ALL {
-                if s.may_become(t) && !next.contains(&t) {
+                if may(*s, t) && !next.contains(&t) {
                     next.push(t);
                 }
             }
@@ -107,6 +138,12 @@ pub fn reachable(from: JobStatus, to: JobStatus, hops: usize) -> bool {
 /// only along `JobStatus::may_become` (at most `hops(job)` transitions: a scheduler pass may
 /// admit and place a job, a batch of reports may move it once per report), and a terminal job
 /// changes nothing but its tags. New jobs appear only as `created` (a SubmitJob), SUBMITTED.
+///
+/// Array jobs: a parent moves along `parent_may_become`; its unborn children, which all share
+/// the status `unborn_status` derives from it, move along `may_become` within the parent's
+/// hops; a child that is born moves from its unborn status to its first born one (RUNNABLE
+/// when its dependency settles, STARTING when placed, FAILED by a cascade or a stop by id),
+/// which is one more legal transition.
 pub fn check_transitions(
     prev: &State,
     next: &State,
@@ -123,18 +160,24 @@ pub fn check_transitions(
                 && prev.job(id).is_none()
                 && next.job(id).is_some()
         });
-        let new_jobs: Vec<&Arc<Job>> = match created.and_then(|id| next.job(id)) {
+        let mut new_jobs: Vec<&Arc<Job>> = match created.and_then(|id| next.job(id)) {
             Some(job) if only_created => vec![job],
-            _ => jobs_sorted(next),
+            _ => next
+                .jobs
+                .values()
+                .filter(|j| prev.job(&j.id).is_none())
+                .collect(),
         };
+        new_jobs.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
         for new in new_jobs {
-            if prev.job(&new.id).is_some() {
-                continue;
-            }
             if new_node_of_placed_gang(prev, next, new) {
                 continue;
             }
             if created != Some(new.id.as_str()) {
+                if new.array_child.is_some() {
+                    check_birth(prev, new, hops(&new.id).max(1))?;
+                    continue;
+                }
                 return fail(
                     LEGAL_TRANSITIONS,
                     format!("job {} appeared without a SubmitJob for it", new.id),
@@ -184,17 +227,32 @@ fn transitions_of<'a>(
         if Arc::ptr_eq(old, new) {
             continue;
         }
-        if !reachable(old.status, new.status, hops(&old.id)) {
+        let parent = old.array.is_some();
+        let legal = if parent {
+            parent_reachable(old.status, new.status, hops(&old.id))
+        } else {
+            reachable(old.status, new.status, hops(&old.id))
+        };
+        if !legal {
             return fail(
                 LEGAL_TRANSITIONS,
                 format!(
-                    "job {} went {} -> {} (allowed: {} transition(s) along JobStatus::may_become)",
+                    "{} {} went {} -> {} (allowed: {} transition(s) along {})",
+                    if parent { "array parent" } else { "job" },
                     old.id,
                     old.status.as_str(),
                     new.status.as_str(),
-                    hops(&old.id)
+                    hops(&old.id),
+                    if parent {
+                        "parent_may_become"
+                    } else {
+                        "JobStatus::may_become"
+                    }
                 ),
             );
+        }
+        if parent {
+            unborn_transition(old, new, next, hops(&old.id))?;
         }
         let was_live = matches!(old.status, JobStatus::Starting | JobStatus::Running);
         // A node's status follows its job's attempts, not a retry strategy of its own.
@@ -242,9 +300,93 @@ fn transitions_of<'a>(
     Ok(())
 }
 
+/// The unborn children of an array parent, which all share one derived status, moved legally.
+fn unborn_transition(old: &Job, new: &Job, next: &State, hops: usize) -> Result<(), Violation> {
+    let Some(array) = &new.array else {
+        return fail(
+            ARRAY_PARENT,
+            format!("array parent {} is no longer an array", new.id),
+        );
+    };
+    let born = next.array_index(&new.id).map_or(0, |i| i.born.len() as u32);
+    if born >= array.size {
+        return Ok(());
+    }
+    let (from, to) = (unborn_status(old), unborn_status(new));
+    if !reachable(from, to, hops) {
+        return fail(
+            LEGAL_TRANSITIONS,
+            format!(
+                "the {} unborn children of array {} went {} -> {} (allowed: {hops} transition(s))",
+                array.size - born,
+                new.id,
+                from.as_str(),
+                to.as_str()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A child that was not a row in `prev` was born in `next`: from its unborn status there to
+/// RUNNABLE (its dependency succeeded), STARTING (placed) or FAILED (its dependency failed, or
+/// it was cancelled or terminated by id), in at most `hops` legal transitions. A child that
+/// was already FAILED unborn (its parent closed) is never born.
+fn check_birth(prev: &State, new: &Job, hops: usize) -> Result<(), Violation> {
+    let Some(c) = &new.array_child else {
+        return Ok(());
+    };
+    if new.id != child_id(&c.parent, c.index) {
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "child {} was born as index {} of {}",
+                new.id, c.index, c.parent
+            ),
+        );
+    }
+    let Some(before) = job_view(prev, &new.id) else {
+        return fail(
+            LEGAL_TRANSITIONS,
+            format!(
+                "child {} was born, but {} had no such child before",
+                new.id, c.parent
+            ),
+        );
+    };
+    if before.status.is_terminal() {
+        return fail(
+            LEGAL_TRANSITIONS,
+            format!(
+                "child {} was born {} although it had already ended {} unborn",
+                new.id,
+                new.status.as_str(),
+                before.status.as_str()
+            ),
+        );
+    }
+    let first = matches!(
+        new.status,
+        JobStatus::Runnable | JobStatus::Starting | JobStatus::Failed
+    );
+    if !first || !reachable(before.status, new.status, hops) {
+        return fail(
+            LEGAL_TRANSITIONS,
+            format!(
+                "child {} was born {} from {} unborn (a child is born RUNNABLE, STARTING or FAILED, {hops} transition(s) allowed)",
+                new.id,
+                new.status.as_str(),
+                before.status.as_str()
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Everything that must hold of any single state (after any committed command).
 pub fn check_state(state: &State) -> Result<(), Violation> {
     check_dependencies(state)?;
+    check_arrays(state)?;
     check_live_attempts(state)?;
     check_gangs(state)?;
     check_attempts(state)?;
@@ -255,14 +397,54 @@ pub fn check_state(state: &State) -> Result<(), Violation> {
 
 /// Dependency order: a job runs (or ran) only after every job it depends on SUCCEEDED; a
 /// PENDING job still has an unfinished dependency and none failed; a job failed for a
-/// dependency has one that failed.
+/// dependency has one that failed. An array parent stays PENDING while its children run: its
+/// children were released only once its own dependencies SUCCEEDED, it waits PENDING before
+/// that only while one is unfinished, and it failed for a dependency only if one failed (or
+/// one of its own children did: a SEQUENTIAL successor of a failed child fails too).
 pub fn check_dependencies(state: &State) -> Result<(), Violation> {
-    use barge_core::dependencies::{dependencies, Dependencies, REASON_DEPENDENCY_FAILED};
+    use barge_core::dependencies::{dependencies, Dependencies};
     for job in state.jobs.values() {
         if job.depends_on.is_empty() {
             continue;
         }
         let deps = dependencies(state, job);
+        if let Some(array) = &job.array {
+            let failed_child = state
+                .array_index(&job.id)
+                .is_some_and(|i| i.count(JobStatus::Failed) > 0);
+            let ok = if array.released_at.is_some() {
+                deps == Dependencies::Met
+            } else {
+                match job.status {
+                    JobStatus::Pending if array.closed.is_none() => {
+                        matches!(deps, Dependencies::Waiting(_))
+                    }
+                    JobStatus::Succeeded => false,
+                    JobStatus::Failed
+                        if job.status_reason.as_deref() == Some(REASON_DEPENDENCY_FAILED) =>
+                    {
+                        matches!(deps, Dependencies::Failed(_)) || failed_child
+                    }
+                    _ => true,
+                }
+            };
+            if !ok {
+                return fail(
+                    DEPENDENCY_ORDER,
+                    format!(
+                        "array job {} is {} ({}) while its dependencies stand at {deps:?}",
+                        job.id,
+                        job.status.as_str(),
+                        if array.released_at.is_some() {
+                            "children released"
+                        } else {
+                            "children not released"
+                        }
+                    ),
+                );
+            }
+            continue;
+        }
         let ok = match job.status {
             JobStatus::Runnable
             | JobStatus::Starting
@@ -281,6 +463,395 @@ pub fn check_dependencies(state: &State) -> Result<(), Violation> {
                     "job {} is {} while its dependencies stand at {deps:?}",
                     job.id,
                     job.status.as_str()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The status of child `index` of `parent`, born or not: its row's, or the one its parent
+/// gives its unborn children. None when there is no such child.
+pub fn child_status(state: &State, parent: &str, index: u32) -> Option<JobStatus> {
+    if let Some(job) = state.job(&child_id(parent, index)) {
+        return Some(job.status);
+    }
+    let p = state.job(parent)?;
+    (index < p.array.as_ref()?.size).then(|| unborn_status(p))
+}
+
+/// The born status of child `index` of `parent`: None while it is unborn.
+fn born_status(state: &State, parent: &str, index: u32) -> Option<JobStatus> {
+    state.job(&child_id(parent, index)).map(|j| j.status)
+}
+
+/// The children of one parent that exist as rows, as the rows say.
+#[derive(Default)]
+struct Born {
+    indexes: BTreeSet<u32>,
+    counts: BTreeMap<JobStatus, u32>,
+}
+
+impl Born {
+    fn count(&self, status: JobStatus) -> u32 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+}
+
+/// Array jobs, over every parent and every born child (never over unborn ones, so a large
+/// array costs what it has born):
+/// - no child lost: the born children are exactly the rows `P:i` whose `array_child` names P,
+///   each with `i` below the size; the parent's index agrees with them (born set, counts per
+///   status, cursor); born + unborn = size, and statusSummary adds up to the size;
+/// - a born child never waits for a dependency (it is born when its dependency settles), and
+///   is FAILED whenever its parent's own dependencies have not been met;
+/// - the parent never runs, and is terminal exactly when every child is (every born one is,
+///   and the unborn ones are FAILED because the parent closed), SUCCEEDED exactly when every
+///   child SUCCEEDED;
+/// - SEQUENTIAL: a child i > 0 that is RUNNABLE or later, or ran, has child i-1 SUCCEEDED;
+/// - N_TO_N: a child i that is RUNNABLE or later, or ran, has child i of every array it depends
+///   on SUCCEEDED (so one whose counterpart FAILED never runs);
+/// - a child born FAILED by a cascade has a per-child dependency that FAILED, and a child whose
+///   per-child dependencies all ended (as born rows) has been born.
+pub fn check_arrays(state: &State) -> Result<(), Violation> {
+    over_jobs(state, |jobs| arrays_of(state, jobs))
+}
+
+fn arrays_of<'a>(
+    state: &'a State,
+    jobs: &mut dyn Iterator<Item = &'a Arc<Job>>,
+) -> Result<(), Violation> {
+    let mut parents: Vec<&Arc<Job>> = Vec::new();
+    let mut born: BTreeMap<&str, Born> = BTreeMap::new();
+    for job in jobs {
+        if job.array.is_some() {
+            if job.array_child.is_some() {
+                return fail(
+                    ARRAY_CHILDREN,
+                    format!("job {} is both an array parent and a child", job.id),
+                );
+            }
+            parents.push(job);
+            continue;
+        }
+        let Some(c) = &job.array_child else { continue };
+        child_of(state, job, c)?;
+        let b = born.entry(c.parent.as_str()).or_default();
+        b.indexes.insert(c.index);
+        *b.counts.entry(job.status).or_insert(0) += 1;
+    }
+    let none = Born::default();
+    for parent in parents {
+        parent_of(state, parent, born.get(parent.id.as_str()).unwrap_or(&none))?;
+    }
+    Ok(())
+}
+
+/// One born child, against its parent and its per-child dependencies.
+fn child_of(state: &State, job: &Job, c: &ArrayChild) -> Result<(), Violation> {
+    use JobStatus::*;
+    let Some(parent) = state.job(&c.parent) else {
+        return fail(
+            ARRAY_CHILDREN,
+            format!("child {} names parent {}, which does not exist", job.id, c.parent),
+        );
+    };
+    let Some(array) = &parent.array else {
+        return fail(
+            ARRAY_CHILDREN,
+            format!("child {} names parent {}, which is not an array", job.id, c.parent),
+        );
+    };
+    if job.id != child_id(&c.parent, c.index) || c.index >= array.size || c.size != array.size {
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "row {} says it is child {} of {} (size {}), but the array has size {}",
+                job.id, c.index, c.parent, c.size, array.size
+            ),
+        );
+    }
+    if job.queue != parent.queue || job.seq != parent.seq || !job.depends_on.is_empty() {
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "child {} differs from its parent in queue, seq or dependencies",
+                job.id
+            ),
+        );
+    }
+    if matches!(job.status, Submitted | Pending) {
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "child {} is born {}: a child is born only once its dependency settles",
+                job.id,
+                job.status.as_str()
+            ),
+        );
+    }
+    if job.status != Failed && array.released_at.is_none() {
+        return fail(
+            DEPENDENCY_ORDER,
+            format!(
+                "child {} is {} although its parent's dependencies have not been met",
+                job.id,
+                job.status.as_str()
+            ),
+        );
+    }
+    let ran = matches!(job.status, Runnable | Starting | Running | Succeeded)
+        || !job.attempts.is_empty();
+    let before = (array.sequential && c.index > 0).then(|| c.index - 1);
+    if let Some(before) = before {
+        let status = child_status(state, &c.parent, before);
+        if ran && status != Some(Succeeded) {
+            return fail(
+                SEQUENTIAL_ORDER,
+                format!(
+                    "child {} is {}{} while child {before} is {}",
+                    job.id,
+                    job.status.as_str(),
+                    if job.attempts.is_empty() { "" } else { " (it ran)" },
+                    status.map_or("missing", JobStatus::as_str)
+                ),
+            );
+        }
+    }
+    for other in &array.n_to_n {
+        let status = child_status(state, other, c.index);
+        if ran && status != Some(Succeeded) {
+            return fail(
+                N_TO_N_ORDER,
+                format!(
+                    "child {} is {}{} while its counterpart {} is {}",
+                    job.id,
+                    job.status.as_str(),
+                    if job.attempts.is_empty() { "" } else { " (it ran)" },
+                    child_id(other, c.index),
+                    status.map_or("missing", JobStatus::as_str)
+                ),
+            );
+        }
+    }
+    let cascaded = job.status == Failed
+        && job.status_reason.as_deref() == Some(REASON_DEPENDENCY_FAILED)
+        && job.attempts.is_empty()
+        && !job.is_cancelled
+        && !job.is_terminated;
+    if cascaded {
+        let failed = |s: Option<JobStatus>| s.is_none_or(|s| s == Failed);
+        let cause = before.is_some_and(|b| failed(child_status(state, &c.parent, b)))
+            || array
+                .n_to_n
+                .iter()
+                .any(|o| failed(child_status(state, o, c.index)));
+        if !cause {
+            return fail(
+                if array.n_to_n.is_empty() {
+                    SEQUENTIAL_ORDER
+                } else {
+                    N_TO_N_ORDER
+                },
+                format!(
+                    "child {} was born FAILED for a dependency, but none of its dependencies failed",
+                    job.id
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One parent, against the rows of its born children and its index.
+fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> {
+    use JobStatus::*;
+    let array = parent.array.as_ref().expect("parents only");
+    let id = &parent.id;
+    let index = state.array_index(id);
+    let indexed: BTreeSet<u32> = index
+        .map(|i| i.born.iter().copied().collect())
+        .unwrap_or_default();
+    if indexed != rows.indexes {
+        let lost = indexed.difference(&rows.indexes).next();
+        let extra = rows.indexes.difference(&indexed).next();
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "array {id}: its index lists {} born children and {} rows exist (first listed without a row: {lost:?}, first row not listed: {extra:?})",
+                indexed.len(),
+                rows.indexes.len()
+            ),
+        );
+    }
+    for s in JobStatus::ALL {
+        let counted = index.map_or(0, |i| i.count(s));
+        if counted != rows.count(s) {
+            return fail(
+                ARRAY_CHILDREN,
+                format!(
+                    "array {id}: its index counts {counted} {} children, the rows {}",
+                    s.as_str(),
+                    rows.count(s)
+                ),
+            );
+        }
+    }
+    let lowest_unborn = (0..).find(|i| !rows.indexes.contains(i)).unwrap_or(0);
+    if let Some(i) = index {
+        if i.cursor != lowest_unborn {
+            return fail(
+                ARRAY_CHILDREN,
+                format!(
+                    "array {id}: cursor {} but the lowest unborn child is {lowest_unborn}",
+                    i.cursor
+                ),
+            );
+        }
+    }
+    let born = rows.indexes.len() as u32;
+    if born > array.size {
+        return fail(
+            ARRAY_CHILDREN,
+            format!("array {id} of size {} has {born} born children", array.size),
+        );
+    }
+    let unborn = array.size - born;
+    let unborn_is = unborn_status(parent);
+    let summary = status_summary(state, parent);
+    let total: u64 = summary.iter().map(|(_, n)| u64::from(*n)).sum();
+    if total != u64::from(array.size) {
+        return fail(
+            ARRAY_CHILDREN,
+            format!(
+                "array {id}: statusSummary adds up to {total} children, not {}",
+                array.size
+            ),
+        );
+    }
+    for (s, n) in &summary {
+        let expected = rows.count(*s) + if *s == unborn_is { unborn } else { 0 };
+        if *n != expected {
+            return fail(
+                ARRAY_CHILDREN,
+                format!(
+                    "array {id}: statusSummary says {n} {} children, but {} are born so and {unborn} unborn ones are {}",
+                    s.as_str(),
+                    rows.count(*s),
+                    unborn_is.as_str()
+                ),
+            );
+        }
+    }
+    for other in &array.n_to_n {
+        let size = state
+            .job(other)
+            .and_then(|o| o.array.as_ref())
+            .map(|a| a.size);
+        if size != Some(array.size) {
+            return fail(
+                N_TO_N_ORDER,
+                format!(
+                    "array {id} (size {}) depends N_TO_N on {other}, which is not an array of that size ({size:?})",
+                    array.size
+                ),
+            );
+        }
+    }
+
+    // The parent's own status.
+    if matches!(parent.status, Runnable | Starting | Running)
+        || parent.current.is_some()
+        || !parent.attempts.is_empty()
+    {
+        return fail(
+            ARRAY_PARENT,
+            format!(
+                "array parent {id} is {} with {} attempt(s): a parent never runs",
+                parent.status.as_str(),
+                parent.attempts_made()
+            ),
+        );
+    }
+    let succeeded = rows.count(Succeeded);
+    let finished = succeeded + rows.count(Failed);
+    let all_done = finished == born && (unborn == 0 || array.closed.is_some());
+    if parent.status.is_terminal() != all_done {
+        return fail(
+            ARRAY_PARENT,
+            format!(
+                "array parent {id} is {} while {finished} of {born} born children have finished and {unborn} unborn ones {} (closed: {:?})",
+                parent.status.as_str(),
+                if array.closed.is_some() { "are FAILED" } else { "may still run" },
+                array.closed
+            ),
+        );
+    }
+    if (parent.status == Succeeded) != (succeeded == array.size) {
+        return fail(
+            ARRAY_PARENT,
+            format!(
+                "array parent {id} is {} while {succeeded} of its {} children SUCCEEDED",
+                parent.status.as_str(),
+                array.size
+            ),
+        );
+    }
+    if parent.status == Submitted && array.released_at.is_some() {
+        return fail(
+            ARRAY_PARENT,
+            format!("array parent {id} is SUBMITTED but its children were released"),
+        );
+    }
+
+    // Children whose per-child dependencies have settled have been born: the dependency that
+    // ended last gave birth to them (only ended born rows count: an unborn counterpart that
+    // is FAILED because its array closed is decided when that array finishes).
+    if !array.has_child_dependencies()
+        || array.released_at.is_none()
+        || array.closed.is_some()
+        || parent.status.is_terminal()
+    {
+        return Ok(());
+    }
+    let mut candidates: BTreeSet<u32> = BTreeSet::new();
+    if array.sequential {
+        candidates.insert(0);
+        candidates.extend(rows.indexes.iter().map(|i| i + 1));
+    }
+    for other in &array.n_to_n {
+        if let Some(i) = state.array_index(other) {
+            candidates.extend(i.born.iter().copied());
+        }
+    }
+    for i in candidates {
+        if i >= array.size || rows.indexes.contains(&i) {
+            continue;
+        }
+        let mut deps: Vec<(&str, u32)> = array.n_to_n.iter().map(|o| (o.as_str(), i)).collect();
+        if array.sequential && i > 0 {
+            deps.push((id.as_str(), i - 1));
+        }
+        let statuses: Vec<Option<JobStatus>> =
+            deps.iter().map(|(p, j)| born_status(state, p, *j)).collect();
+        let failed = statuses.contains(&Some(Failed));
+        let succeeded = statuses.iter().all(|s| *s == Some(Succeeded));
+        if failed || succeeded {
+            return fail(
+                if array.n_to_n.is_empty() {
+                    SEQUENTIAL_ORDER
+                } else {
+                    N_TO_N_ORDER
+                },
+                format!(
+                    "child {} is still unborn ({}) although its dependencies {} ended {}",
+                    child_id(id, i),
+                    unborn_is.as_str(),
+                    deps.iter()
+                        .map(|(p, j)| child_id(p, *j))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if failed { "with a failure" } else { "SUCCEEDED" }
                 ),
             );
         }
@@ -385,6 +956,10 @@ pub fn check_attempts(state: &State) -> Result<(), Violation> {
 
 fn attempts_of(jobs: &mut dyn Iterator<Item = &Arc<Job>>) -> Result<(), Violation> {
     for job in jobs {
+        if job.array.is_some() {
+            // A parent never runs (see `check_arrays`): its children make the attempts.
+            continue;
+        }
         let made = job.attempts_made();
         if made > job.max_attempts() {
             return fail(
@@ -548,7 +1123,10 @@ fn indexes_with(state: &State, u: &Usage) -> Result<(), Violation> {
     let mut per_queue_status: BTreeMap<(&str, JobStatus), usize> = BTreeMap::new();
     for job in state.jobs.values() {
         *per_status.entry(job.status).or_insert(0) += 1;
-        *per_queue.entry(job.queue.as_str()).or_insert(0) += 1;
+        // Array children are listed through their parent, not among their queue's jobs.
+        if job.array_child.is_none() {
+            *per_queue.entry(job.queue.as_str()).or_insert(0) += 1;
+        }
         *per_queue_status
             .entry((job.queue.as_str(), job.status))
             .or_insert(0) += 1;
@@ -604,6 +1182,7 @@ fn indexes_with(state: &State, u: &Usage) -> Result<(), Violation> {
             );
         }
     }
+    unborn_runnable_index(state)?;
     for agent in state.agents.values() {
         let (vcpus, memory) = u.agents.get(&agent.id).copied().unwrap_or((0, 0));
         if agent.used_vcpus_milli != vcpus || agent.used_memory_mib != memory {
@@ -632,6 +1211,49 @@ fn indexes_with(state: &State, u: &Usage) -> Result<(), Violation> {
                 ),
             );
         }
+    }
+    Ok(())
+}
+
+/// The scheduler's list of arrays whose unborn children are RUNNABLE holds, per queue, exactly
+/// the parents whose unborn status is RUNNABLE, whose children wait for nothing of their own,
+/// and that have a child left to place.
+fn unborn_runnable_index(state: &State) -> Result<(), Violation> {
+    let mut queues: BTreeSet<&str> = state.job_queues.keys().map(String::as_str).collect();
+    let mut wanted = 0;
+    for parent in state.jobs.values() {
+        let Some(array) = &parent.array else { continue };
+        queues.insert(parent.queue.as_str());
+        let cursor = state.array_index(&parent.id).map_or(0, |i| i.cursor);
+        let want = unborn_status(parent) == JobStatus::Runnable
+            && !array.has_child_dependencies()
+            && cursor < array.size;
+        let listed = state
+            .arrays_with_unborn_runnable(&parent.queue)
+            .is_some_and(|set| set.contains(&(parent.seq, parent.id.clone())));
+        if want != listed {
+            return fail(
+                INDEXES,
+                format!(
+                    "array {} ({} unborn, cursor {cursor} of {}) is {}listed among its queue's arrays with unborn RUNNABLE children",
+                    parent.id,
+                    unborn_status(parent).as_str(),
+                    array.size,
+                    if listed { "" } else { "not " }
+                ),
+            );
+        }
+        wanted += usize::from(want);
+    }
+    let listed: usize = queues
+        .iter()
+        .map(|q| state.arrays_with_unborn_runnable(q).map_or(0, |s| s.len()))
+        .sum();
+    if listed != wanted {
+        return fail(
+            INDEXES,
+            format!("{listed} arrays are listed with unborn RUNNABLE children but {wanted} have them"),
+        );
     }
     Ok(())
 }
@@ -685,8 +1307,9 @@ pub fn check_placements(
         let Some(job) = next.job(id) else {
             return fail(PLACEMENT, format!("launch of unknown job {id}"));
         };
-        let before = prev.job(id);
-        let deferred_node = before.is_some_and(|b| {
+        // An unborn array child is born as it is placed: before, it was its parent's view.
+        let before = job_view(prev, id);
+        let deferred_node = before.as_ref().is_some_and(|b| {
             b.node.as_ref().is_some_and(|n| !n.launched)
                 && b.current.as_ref().is_some_and(|a| a.id == spec.attempt_id)
         });
@@ -701,6 +1324,12 @@ pub fn check_placements(
             }
             // A node placed with its gang, launched once the main node runs: same attempt.
             Some(_) if deferred_node => {}
+            Some(before) if before.array.is_some() => {
+                return fail(
+                    PLACEMENT,
+                    format!("array parent {id} was launched: only its children run"),
+                );
+            }
             Some(before) if before.current.is_some() || !before.status.is_before_start() => {
                 return fail(
                     ONE_LIVE_ATTEMPT,
@@ -1098,6 +1727,75 @@ pub fn check_submit(prev: &State, next: &State, job_id: &str) -> Result<(), Viol
             format!("job {job_id} got seq {} out of order", job.seq),
         );
     }
+    check_submitted_array(prev, next, job)
+}
+
+/// An accepted submission's array properties and dependencies are valid: an array's size is
+/// within bounds; SEQUENTIAL and N_TO_N appear only on arrays, a SEQUENTIAL entry without a
+/// jobId, an N_TO_N one naming an array of the same size; every jobId names a job that existed
+/// and is not an array child (born or not); and the new array has no children yet.
+fn check_submitted_array(prev: &State, next: &State, job: &Job) -> Result<(), Violation> {
+    use barge_core::dependencies::{N_TO_N, SEQUENTIAL};
+    let id = &job.id;
+    if job.array_child.is_some() {
+        return fail(ACCEPTED, format!("submitted job {id} is an array child"));
+    }
+    let size = job.array.as_ref().map(|a| a.size);
+    for dep in &job.depends_on {
+        let kind = dep.kind.as_deref();
+        // A jobId names a job that existed, never an array child, born or not.
+        let exists = |target: &String| prev.job(target).is_some_and(|t| t.array_child.is_none());
+        let ok = match (kind, &dep.job_id) {
+            (None, Some(target)) => exists(target),
+            (Some(SEQUENTIAL), None) => size.is_some(),
+            (Some(SEQUENTIAL), Some(target)) => size.is_some() && exists(target),
+            (Some(N_TO_N), Some(target)) => {
+                size.is_some()
+                    && prev
+                        .job(target)
+                        .and_then(|t| t.array.as_ref())
+                        .is_some_and(|a| Some(a.size) == size)
+            }
+            _ => false,
+        };
+        if !ok {
+            return fail(
+                ACCEPTED,
+                format!(
+                    "job {id} (array size {size:?}) was accepted with dependsOn {{jobId: {:?}, type: {kind:?}}}",
+                    dep.job_id
+                ),
+            );
+        }
+    }
+    let Some(array) = &job.array else {
+        return Ok(());
+    };
+    let bound = barge_core::limits::ARRAY_SIZE_MIN..=prev.config.array_size_max;
+    let sequential = job
+        .depends_on
+        .iter()
+        .any(|d| d.job_id.is_none() && d.kind.as_deref() == Some(SEQUENTIAL));
+    let n_to_n: BTreeSet<&String> = job
+        .depends_on
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some(N_TO_N))
+        .filter_map(|d| d.job_id.as_ref())
+        .collect();
+    if !bound.contains(&array.size)
+        || array.sequential != sequential
+        || array.n_to_n.iter().collect::<BTreeSet<_>>() != n_to_n
+        || array.released_at.is_some()
+        || array.closed.is_some()
+        || next.array_index(id).is_some_and(|i| !i.born.is_empty())
+    {
+        return fail(
+            ACCEPTED,
+            format!(
+                "array job {id} was accepted as {array:?} (sizes {bound:?} allowed, SEQUENTIAL {sequential}, N_TO_N on {n_to_n:?})"
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -1388,6 +2086,9 @@ fn waiting_reasons_of(
     jobs: &mut dyn Iterator<Item = &Arc<Job>>,
 ) -> Result<(), Violation> {
     for job in jobs {
+        if job.array.is_some() {
+            unborn_reason(state, job)?;
+        }
         if !job.status.is_before_start() {
             continue;
         }
@@ -1403,6 +2104,36 @@ fn waiting_reasons_of(
                 ),
             );
         }
+    }
+    Ok(())
+}
+
+/// The unborn children of a parent that still wait say why too (as DescribeJobs renders them):
+/// the lowest unborn one stands for all of them.
+fn unborn_reason(state: &State, parent: &Job) -> Result<(), Violation> {
+    let Some(array) = &parent.array else {
+        return Ok(());
+    };
+    let cursor = state.array_index(&parent.id).map_or(0, |i| i.cursor);
+    if cursor >= array.size || !unborn_status(parent).is_before_start() {
+        return Ok(());
+    }
+    let id = child_id(&parent.id, cursor);
+    let Some(child) = job_view(state, &id) else {
+        return fail(
+            ARRAY_CHILDREN,
+            format!("unborn child {id} cannot be rendered"),
+        );
+    };
+    let reason = barge_core::reason::why_waiting(state, &child);
+    if reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return fail(
+            WAITING_REASON,
+            format!(
+                "unborn child {id} is {} with no reason ({reason:?})",
+                child.status.as_str()
+            ),
+        );
     }
     Ok(())
 }

@@ -14,6 +14,22 @@ pub(super) fn scheduler_pass(
         if job.status != JobStatus::Submitted {
             continue;
         }
+        if let Some(reason) = too_many_propagated_tags(state, job) {
+            let mut job = (**job).clone();
+            job.status = JobStatus::Failed;
+            job.status_reason = Some(reason.clone());
+            job.stopped_at = Some(now);
+            if let Some(array) = job.array.as_mut() {
+                array.closed = Some(reason);
+            }
+            state.put_job(job);
+            changes.dirty.push(Key::Job(id.clone()));
+            continue;
+        }
+        if job.array.is_some() {
+            admit_array(state, &id, now, changes);
+            continue;
+        }
         let mut job = (**job).clone();
         match dependencies(state, &job) {
             Dependencies::Met => {
@@ -43,10 +59,63 @@ pub(super) fn scheduler_pass(
     Reply::Placed { placed }
 }
 
-/// Re-checks a proposed placement against the current state and commits it when it holds.
+/// AWS fails a job whose tags and definition tags, propagated together to its task, would be
+/// more than a resource may hold (job tags win over definition tags of the same key).
+fn too_many_propagated_tags(state: &State, job: &Job) -> Option<String> {
+    if job.propagate_tags != Some(true) {
+        return None;
+    }
+    let definition = state
+        .job_definitions
+        .get(&(job.definition_name.clone(), job.definition_revision))?;
+    let combined = definition
+        .tags
+        .keys()
+        .chain(job.tags.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    (combined > TAGS_PER_RESOURCE_MAX).then(|| {
+        format!(
+            "propagateTags: the job's and its job definition's tags together are {combined}, more than the {TAGS_PER_RESOURCE_MAX} a task may carry"
+        )
+    })
+}
+
+/// An array parent is admitted to PENDING, where it stays until its children have finished;
+/// its children may start as soon as its own dependencies are met.
+fn admit_array(state: &mut State, id: &str, now: i64, changes: &mut Changes) {
+    let mut parent = (**state.job(id).expect("admitted jobs exist")).clone();
+    parent.status = JobStatus::Pending;
+    let deps = dependencies(state, &parent);
+    state.put_job(parent);
+    changes.dirty.push(Key::Job(id.to_string()));
+    match deps {
+        Dependencies::Met => arrays::release(state, id, now, changes),
+        Dependencies::Waiting(_) => {}
+        Dependencies::Failed(_) => arrays::close(
+            state,
+            id,
+            REASON_DEPENDENCY_FAILED.into(),
+            arrays::Stop::None,
+            now,
+            changes,
+        ),
+    }
+}
+
+/// Re-checks a proposed placement against the current state and commits it when it holds. An
+/// array child that has not been born yet is born as it is placed.
 pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Changes) -> bool {
-    let Some(job) = state.job(&p.job_id) else {
-        return false;
+    let unborn;
+    let job = match state.job(&p.job_id) {
+        Some(job) => &**job,
+        None => match arrays::unborn_runnable(state, &p.job_id, now) {
+            Some(child) => {
+                unborn = child;
+                &unborn
+            }
+            None => return false,
+        },
     };
     // Multi-node jobs are placed only as whole gangs (`multinode::place_gang`).
     if job.status != JobStatus::Runnable
@@ -79,7 +148,7 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
     {
         return false;
     }
-    let mut job = (**job).clone();
+    let mut job = job.clone();
     let number = job.attempts_made() + 1;
     let attempt = Attempt {
         id: p.attempt_id.clone(),
@@ -134,6 +203,18 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
             attempt.compute_environment.clone(),
         ),
     ]);
+    if let Some(child) = &job.array_child {
+        environment.extend([
+            (
+                "AWS_BATCH_JOB_ARRAY_INDEX".to_string(),
+                child.index.to_string(),
+            ),
+            (
+                "AWS_BATCH_JOB_ARRAY_SIZE".to_string(),
+                child.size.to_string(),
+            ),
+        ]);
+    }
     AttemptSpec {
         job_id: job.id.clone(),
         attempt_id: attempt.id.clone(),
@@ -439,6 +520,34 @@ pub fn due_state_time_limits(state: &State, now: i64) -> Vec<(String, String)> {
             });
             if let Some(a) = action {
                 due.push((id.clone(), a.reason.clone()));
+            }
+        }
+        // An array's unborn children all wait for the same reason, since its release: the
+        // action cancels them together (through the parent).
+        for (_, parent_id) in state
+            .arrays_with_unborn_runnable(&queue.name)
+            .into_iter()
+            .flatten()
+        {
+            let parent = &state.jobs[parent_id];
+            let cursor = state.array_index(parent_id).map_or(0, |i| i.cursor);
+            let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, cursor)) else {
+                continue;
+            };
+            let since = parent
+                .array
+                .as_ref()
+                .and_then(|a| a.released_at)
+                .unwrap_or(parent.created_at);
+            let Some(reason) = crate::reason::why_waiting(state, &child) else {
+                continue;
+            };
+            let action = queue.job_state_time_limit_actions.iter().find(|a| {
+                reason.starts_with(a.reason.as_str())
+                    && now.saturating_sub(since) >= a.max_time_seconds.saturating_mul(1000)
+            });
+            if let Some(a) = action {
+                due.push((parent_id.clone(), a.reason.clone()));
             }
         }
     }

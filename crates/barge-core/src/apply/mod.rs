@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::agent::{AgentInstruction, AgentReport, AttemptSpec, LogLine};
 use crate::arn::{name_from_reference, parse_batch_arn, ResourceKind};
+use crate::arrays;
 use crate::command::*;
 use crate::dependencies::{
     self, check_depends_on, dependencies, Dependencies, REASON_DEPENDENCY_FAILED,
@@ -79,14 +80,16 @@ fn apply_inner(
         }
         Command::CreateJobQueue(q) => create_job_queue(state, q, changes),
         Command::UpdateJobQueue(u) => update_job_queue(state, u, changes),
-        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, changes),
+        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, now, changes),
         Command::RegisterJobDefinition(d) => register_job_definition(state, d, changes),
         Command::DeregisterJobDefinition { reference } => {
             deregister_job_definition(state, &reference, changes)
         }
         Command::SubmitJob(s) => submit_job(state, *s, now, changes),
-        Command::CancelJob { job_id, reason } => cancel_job(state, &job_id, reason, changes),
-        Command::TerminateJob { job_id, reason } => terminate_job(state, &job_id, reason, changes),
+        Command::CancelJob { job_id, reason } => cancel_job(state, &job_id, reason, now, changes),
+        Command::TerminateJob { job_id, reason } => {
+            terminate_job(state, &job_id, reason, now, changes)
+        }
         Command::TagResource { arn, tags } => tag_resource(state, &arn, tags, changes),
         Command::UntagResource { arn, keys } => untag_resource(state, &arn, &keys, changes),
         Command::RegisterAgent {
@@ -134,12 +137,17 @@ fn apply_inner(
         Command::SchedulerPass(plan) => Ok(scheduler_pass(state, plan, now, changes)),
         Command::EnforceStateTimeLimits => {
             for (id, reason) in due_state_time_limits(state, now) {
+                let reason_text =
+                    format!("Canceled by JobStateTimeLimit action due to reason: {reason}");
+                if state.job(&id).is_some_and(|j| j.array.is_some()) {
+                    // The array's unborn children are the ones waiting: cancel them all.
+                    arrays::close(state, &id, reason_text, arrays::Stop::Cancel, now, changes);
+                    continue;
+                }
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();
                 job.status = JobStatus::Failed;
                 job.is_cancelled = true;
-                job.status_reason = Some(format!(
-                    "Canceled by JobStateTimeLimit action due to reason: {reason}"
-                ));
+                job.status_reason = Some(reason_text);
                 state.put_job(job);
                 changes.dirty.push(Key::Job(id));
             }
@@ -158,7 +166,7 @@ fn apply_inner(
                     instruction: AgentInstruction::Stop {
                         job_id: id.clone(),
                         attempt_id: attempt.id.clone(),
-                        grace_ms: STOP_GRACE_MS,
+                        grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                     },
                 });
                 job.stop_reason = Some(REASON_TIMEOUT.to_string());

@@ -293,6 +293,8 @@ fn new_node(state: &State, parent: &Job, m: &MultiNodeJob, index: u32, now: i64)
             is_main: index == m.main_node,
             launched: false,
         }),
+        array: None,
+        array_child: None,
     }
 }
 

@@ -1,12 +1,30 @@
 //! Random commands: each generator draws one API command (valid or not) from the committed
 //! state and the small name pools, so that names collide and references go stale.
 
+use barge_core::arrays::child_id;
 use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate, SubmitJob};
+use barge_core::dependencies::{N_TO_N, SEQUENTIAL};
 use barge_core::model::*;
 use barge_core::Command;
 use serde_json::Map;
 
 use super::*;
+
+/// The share of submissions that are array jobs, in percent.
+const ARRAY_PERCENT: u64 = 15;
+/// Array sizes are 2..=ARRAY_SMALL_MAX, except now and then one of ARRAY_LARGE children, to
+/// show that children cost nothing until they are born.
+pub(super) const ARRAY_SMALL_MAX: i64 = 12;
+pub(super) const ARRAY_LARGE: u32 = 5_000;
+/// The share of arrays that are large, in percent.
+const ARRAY_LARGE_PERCENT: u64 = 2;
+
+fn dep(job_id: Option<String>, kind: Option<&str>) -> JobDependency {
+    JobDependency {
+        job_id,
+        kind: kind.map(str::to_string),
+    }
+}
 
 impl Sim {
     pub(super) fn ce_ref(&mut self) -> String {
@@ -86,6 +104,69 @@ impl Sim {
         }
         let i = self.rng.index(self.acked.len());
         self.acked.keys().nth(i).expect("in range").clone()
+    }
+
+    /// An acknowledged array parent, mostly one that has not finished.
+    pub(super) fn array_ref(&mut self) -> Option<String> {
+        if self.arrays.is_empty() {
+            return None;
+        }
+        let open: Vec<&String> = self
+            .arrays
+            .iter()
+            .filter(|id| self.acked.get(*id).is_some_and(|s| !s.is_terminal()))
+            .collect();
+        if !open.is_empty() && self.rng.chance(75) {
+            let i = self.rng.index(open.len());
+            return Some(open[i].clone());
+        }
+        Some(self.rng.pick(&self.arrays).clone())
+    }
+
+    /// A child id of an acknowledged array: one already born, the next the scheduler would
+    /// take, any index (mostly unborn in a large array), or one past the end.
+    pub(super) fn child_ref(&mut self) -> String {
+        let Some(parent) = self.array_ref() else {
+            return "job-missing:0".into();
+        };
+        let size = self
+            .state
+            .job(&parent)
+            .and_then(|p| p.array.as_ref())
+            .map_or(2, |a| a.size);
+        let index = self.state.array_index(&parent);
+        let born = index.map_or(0, |i| i.born.len());
+        let cursor = index.map_or(0, |i| i.cursor);
+        let i = match self.rng.below(10) {
+            0..=3 if born > 0 => {
+                let k = self.rng.index(born);
+                let index = self.state.array_index(&parent).expect("born > 0");
+                *index.born.iter().nth(k).expect("in range")
+            }
+            4 => cursor,
+            5 => size,
+            _ => self.rng.below(u64::from(size)) as u32,
+        };
+        child_id(&parent, i)
+    }
+
+    /// What a cancel or terminate names: any job, an array parent, or one array child.
+    pub(super) fn stop_ref(&mut self) -> (String, Target) {
+        if !self.arrays.is_empty() && self.rng.chance(35) {
+            if self.rng.chance(60) {
+                return (self.child_ref(), Target::ArrayChild);
+            }
+            if let Some(id) = self.array_ref() {
+                return (id, Target::ArrayParent);
+            }
+        }
+        let id = self.job_ref();
+        let target = if self.state.job(&id).is_some_and(|j| j.array.is_some()) {
+            Target::ArrayParent
+        } else {
+            Target::Job
+        };
+        (id, target)
     }
 
     pub(super) fn arn_ref(&mut self) -> String {
@@ -201,6 +282,11 @@ impl Sim {
         }
         if self.rng.chance(20) {
             ce.tags = self.tags();
+            if valid.is_some() {
+                // Setup must succeed: no more tags than a resource may hold.
+                let keep = barge_core::limits::TAGS_PER_RESOURCE_MAX.min(3);
+                ce.tags = std::mem::take(&mut ce.tags).into_iter().take(keep).collect();
+            }
         }
         Planned {
             what: format!(
@@ -756,22 +842,39 @@ impl Sim {
         }
         if self.rng.chance(15) {
             for _ in 0..self.rng.range(1, 3) {
-                s.depends_on.push(JobDependency {
-                    job_id: Some(self.job_ref()),
-                    kind: None,
-                });
+                // Now and then the whole of an array: its parent.
+                let id = match self.array_ref() {
+                    Some(id) if self.rng.chance(35) => id,
+                    _ => self.job_ref(),
+                };
+                s.depends_on.push(dep(Some(id), None));
             }
         }
-        if self.rng.chance(1) {
-            // Array dependency types are refused until array jobs exist.
-            s.depends_on.push(JobDependency {
-                job_id: Some(self.job_ref()),
-                kind: Some("N_TO_N".into()),
-            });
+        let mut note = Note::Submit(job_id.clone());
+        let mut array = String::new();
+        if self.rng.chance(2) {
+            // One array child, born or not: depend on the array, or N_TO_N on its children.
+            let child = self.child_ref();
+            s.depends_on.push(dep(Some(child.clone()), None));
+            array = format!(" after child {child}");
+            note = Note::MustRefuse(job_id.clone());
+        } else if self.rng.chance(1) {
+            // SEQUENTIAL and N_TO_N order the children of an array; a plain job has none.
+            let kind = *self.rng.pick(&[SEQUENTIAL, N_TO_N]);
+            let target = (kind == N_TO_N).then(|| self.job_ref());
+            s.depends_on.push(dep(target, Some(kind)));
+            array = format!(" (not an array) {kind}");
+            note = Note::MustRefuse(job_id.clone());
+        } else if self.rng.chance(ARRAY_PERCENT) {
+            let (shape, valid) = self.gen_array(&mut s);
+            array = shape;
+            if !valid {
+                note = Note::MustRefuse(job_id.clone());
+            }
         }
         Planned {
             what: format!(
-                "submit {job_id} to {} with {}{}{}",
+                "submit {job_id}{array} to {} with {}{}{}",
                 s.queue,
                 s.definition,
                 match (&s.container_overrides, &s.node_overrides) {
@@ -793,7 +896,114 @@ impl Sim {
                 }
             ),
             command: Command::SubmitJob(Box::new(s)),
-            note: Note::Submit(job_id),
+            note,
+        }
+    }
+
+    /// Makes `s` an array job: plain, SEQUENTIAL, N_TO_N on an acknowledged array of the same
+    /// size (with or without SEQUENTIAL), or invalid. Returns how it reads in the history, and
+    /// false when it is invalid whatever the state, so it must be refused.
+    pub(super) fn gen_array(&mut self, s: &mut SubmitJob) -> (String, bool) {
+        let size = if self.rng.chance(ARRAY_LARGE_PERCENT) {
+            ARRAY_LARGE
+        } else {
+            self.rng.range(2, ARRAY_SMALL_MAX) as u32
+        };
+        s.array_size = Some(size);
+        let sequential = dep(None, Some(SEQUENTIAL));
+        match self.rng.weighted(&[40, 25, 18, 4, 13]) {
+            0 => (format!(" array of {size}"), true),
+            1 => {
+                s.depends_on.push(sequential);
+                (format!(" SEQUENTIAL array of {size}"), true)
+            }
+            kind @ (2 | 3) => {
+                let Some(other) = self.array_ref() else {
+                    return (format!(" array of {size}"), true);
+                };
+                let size = self.array_size(&other);
+                s.array_size = Some(size);
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                if kind == 3 {
+                    s.depends_on.push(sequential);
+                }
+                (
+                    format!(
+                        " {}array of {size} N_TO_N on {other}",
+                        if kind == 3 { "SEQUENTIAL " } else { "" }
+                    ),
+                    true,
+                )
+            }
+            _ => self.gen_invalid_array(s),
+        }
+    }
+
+    fn array_size(&self, id: &str) -> u32 {
+        self.state
+            .job(id)
+            .and_then(|j| j.array.as_ref())
+            .map_or(0, |a| a.size)
+    }
+
+    /// An array submission that must be refused.
+    fn gen_invalid_array(&mut self, s: &mut SubmitJob) -> (String, bool) {
+        let plain: Vec<String> = self
+            .acked
+            .keys()
+            .filter(|id| self.state.job(id).is_some_and(|j| j.array.is_none()))
+            .cloned()
+            .collect();
+        let size = s.array_size.unwrap_or(2);
+        match self.rng.below(7) {
+            1 => {
+                let size = self.state.config.array_size_max + 1;
+                s.array_size = Some(size);
+                (format!(" array of {size} (too large)"), false)
+            }
+            2 if !plain.is_empty() => {
+                let other = self.rng.pick(&plain).clone();
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                (
+                    format!(" array of {size} N_TO_N on {other} (not an array)"),
+                    false,
+                )
+            }
+            3 if !self.arrays.is_empty() => {
+                let other = self.array_ref().expect("not empty");
+                let other_size = self.array_size(&other);
+                let size = if other_size > 2 && self.rng.chance(50) {
+                    other_size - 1
+                } else {
+                    other_size + 1
+                };
+                s.array_size = Some(size);
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                (
+                    format!(" array of {size} N_TO_N on {other} of {other_size}"),
+                    false,
+                )
+            }
+            4 if !self.arrays.is_empty() => {
+                // A child, born (a job, not an array) or not (not a job at all).
+                let child = self.child_ref();
+                s.depends_on.push(dep(Some(child.clone()), Some(N_TO_N)));
+                (format!(" array of {size} N_TO_N on child {child}"), false)
+            }
+            5 => {
+                let target = self.job_ref();
+                s.depends_on.push(dep(Some(target), Some("ALL")));
+                (format!(" array of {size} with dependency type ALL"), false)
+            }
+            6 => {
+                s.depends_on.push(dep(None, Some(N_TO_N)));
+                (format!(" array of {size} N_TO_N without a jobId"), false)
+            }
+            _ => {
+                let size = self.rng.range(0, 1) as u32;
+                s.array_size = Some(size);
+                (format!(" array of {size} (too small)"), false)
+            }
         }
     }
 }
