@@ -1,11 +1,13 @@
 //! Runs the simulator over many seeds. `SIM_SEEDS=<n>` sets how many (default 300, so a plain
 //! `cargo test` stays quick; CI runs thousands), `SIM_SEED=<n>` replays one seed, and
-//! `SIM_STEPS=<n>` the steps per seed (default 200).
+//! `SIM_STEPS=<n>` the steps per seed (default 200). `SIM_STRICT=1` also runs the checks of the
+//! core bugs not fixed yet (`barge_sim::check::KNOWN_CORE_BUGS`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use barge_sim::{run_seed, Failure, Summary};
+use barge_sim::check::KNOWN_CORE_BUGS;
+use barge_sim::{run_seed, run_seed_strict, Failure, Summary};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -23,6 +25,11 @@ fn fail(seed: u64, f: &Failure) -> ! {
 #[test]
 fn seeded_simulations_hold_every_invariant() {
     let steps = env_u64("SIM_STEPS").unwrap_or(200) as usize;
+    let run_seed = if env_u64("SIM_STRICT").unwrap_or(0) > 0 {
+        run_seed_strict
+    } else {
+        run_seed
+    };
     if let Some(seed) = env_u64("SIM_SEED") {
         match run_seed(seed, steps) {
             Ok(s) => println!("seed {seed}: ok {s:?}"),
@@ -77,6 +84,39 @@ fn seeded_simulations_hold_every_invariant() {
         assert!(total.restarts > 0 && total.lost_batches > 0, "{total:?}");
         assert!(total.agents_lost > 0, "{total:?}");
         assert!(total.commands_refused > 0, "{total:?}");
+        // Array jobs: children born every way a child is born, cascades, stops of parents
+        // and of single children, refused invalid arrays, large arrays, and arrays that end
+        // both ways.
+        assert!(
+            total.arrays_submitted > seeds && total.arrays_large > 0,
+            "too few arrays: {total:?}"
+        );
+        assert!(
+            total.arrays_refused > 0,
+            "no invalid array refused: {total:?}"
+        );
+        assert!(
+            total.children_born > seeds && total.children_placed_at_birth > 0,
+            "too few children born: {total:?}"
+        );
+        assert!(
+            total.sequential_births > 0,
+            "no SEQUENTIAL births: {total:?}"
+        );
+        assert!(total.n_to_n_births > 0, "no N_TO_N births: {total:?}");
+        assert!(total.array_cascades > 0, "no array cascades: {total:?}");
+        assert!(
+            total.children_stopped_unborn > 0 && total.child_stops > 0 && total.array_stops > 0,
+            "too few array cancels and terminates: {total:?}"
+        );
+        assert!(
+            total.arrays_succeeded > 0 && total.arrays_failed > 0,
+            "arrays must end both ways: {total:?}"
+        );
+        assert!(
+            total.array_dependents_ran > 0,
+            "no job ran after a whole array: {total:?}"
+        );
     }
 }
 
@@ -91,4 +131,20 @@ fn a_seed_replays_identically() {
         run_seed(1, 150).unwrap().fingerprint,
         run_seed(2, 150).unwrap().fingerprint
     );
+}
+
+/// The core bugs the simulator found and that are still open (`KNOWN_CORE_BUGS`): each still
+/// reproduces from its seed in strict mode. Once one no longer does, this fails, so that its
+/// check can join the default ones.
+#[test]
+fn known_core_bugs_still_reproduce() {
+    for (invariant, seed, bug) in KNOWN_CORE_BUGS {
+        run_seed(*seed, 200).unwrap_or_else(|f| fail(*seed, &f));
+        match run_seed_strict(*seed, 200) {
+            Err(f) => assert_eq!(f.violation.invariant, *invariant, "{bug}: {f}"),
+            Ok(_) => panic!(
+                "seed {seed} no longer shows this core bug: {bug}. If it is fixed, remove it from KNOWN_CORE_BUGS and, once none is left, run check_cascade_causes in check_state"
+            ),
+        }
+    }
 }
