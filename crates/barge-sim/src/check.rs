@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use barge_core::agent::{AgentInstruction, AgentReport};
 use barge_core::apply::REASON_CONTAINER_EXITED;
-use barge_core::arrays::{child_id, job_view, status_summary, unborn_status};
+use barge_core::arrays::{child_id, job_view, status_summary, unborn_status, unborn_status_at};
 use barge_core::command::{Effect, Key};
 use barge_core::dependencies::REASON_DEPENDENCY_FAILED;
 use barge_core::model::*;
@@ -366,6 +366,7 @@ fn check_birth(prev: &State, new: &Job, hops: usize) -> Result<(), Violation> {
 pub fn check_state(state: &State) -> Result<(), Violation> {
     check_dependencies(state)?;
     check_arrays(state)?;
+    check_cascade_causes(state)?;
     check_live_attempts(state)?;
     check_attempts(state)?;
     let u = usage(state);
@@ -455,7 +456,7 @@ pub fn child_status(state: &State, parent: &str, index: u32) -> Option<JobStatus
         return Some(job.status);
     }
     let p = state.job(parent)?;
-    (index < p.array.as_ref()?.size).then(|| unborn_status(p))
+    (index < p.array.as_ref()?.size).then(|| unborn_status_at(p, index))
 }
 
 /// The born status of child `index` of `parent`: None while it is unborn.
@@ -709,6 +710,14 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
         );
     }
     let unborn = array.size - born;
+    // A closed array's unborn children are FAILED from `closed_from` on (0: all of them); the
+    // ones before it keep the parent's open status.
+    let open_end = match array.closed {
+        Some(_) => array.closed_from.min(array.size),
+        None => array.size,
+    };
+    let open_unborn = open_end - rows.indexes.range(..open_end).count() as u32;
+    let closed_unborn = unborn - open_unborn;
     let unborn_is = unborn_status(parent);
     let summary = status_summary(state, parent);
     let total: u64 = summary.iter().map(|(_, n)| u64::from(*n)).sum();
@@ -722,12 +731,14 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
         );
     }
     for (s, n) in &summary {
-        let expected = rows.count(*s) + if *s == unborn_is { unborn } else { 0 };
+        let expected = rows.count(*s)
+            + if *s == unborn_is { open_unborn } else { 0 }
+            + if *s == Failed { closed_unborn } else { 0 };
         if *n != expected {
             return fail(
                 ARRAY_CHILDREN,
                 format!(
-                    "array {id}: statusSummary says {n} {} children, but {} are born so and {unborn} unborn ones are {}",
+                    "array {id}: statusSummary says {n} {} children, but {} are born so, {open_unborn} unborn ones are {} and {closed_unborn} closed ones FAILED",
                     s.as_str(),
                     rows.count(*s),
                     unborn_is.as_str()
@@ -767,7 +778,7 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
     }
     let succeeded = rows.count(Succeeded);
     let finished = succeeded + rows.count(Failed);
-    let all_done = finished == born && (unborn == 0 || array.closed.is_some());
+    let all_done = finished == born && open_unborn == 0;
     if parent.status.is_terminal() != all_done {
         return fail(
             ARRAY_PARENT,
@@ -857,31 +868,13 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
     Ok(())
 }
 
-/// Core bugs the simulator has found and that are not fixed yet: (the check that finds them,
-/// a seed that shows each). Their check runs only in strict mode (`SIM_STRICT=1`), so the
-/// default runs stay green while they are open; `tests/simulation.rs` shows each still
-/// reproduces, and fails once it no longer does, so the check can join `check_state`.
-pub const KNOWN_CORE_BUGS: &[(&str, u64, &str)] = &[
-    (
-        SEQUENTIAL_ORDER,
-        20,
-        "a failed child i of a SEQUENTIAL array closes the whole array (arrays::child_finished -> close), so unborn children before i, which do not depend on it, end FAILED (Dependent Job failed) too: after a cancel or terminate by id of an unborn child (seed 20), or in a SEQUENTIAL+N_TO_N array when child i is born FAILED for its counterpart while i-1 still waits (seeds 292, 1156)",
-    ),
-    (
-        N_TO_N_ORDER,
-        655,
-        "when array A finishes FAILED, arrays::n_to_n_finished closes every array B that depends on it N_TO_N; dependencies::settle pops newly_finished last-in first-out, so when A:i SUCCEEDED and A finished in the same command, A's end is settled first and B:i ends FAILED (Dependent Job failed) although A:i SUCCEEDED (seed 655)",
-    ),
-];
-
 /// A failure cascades only to dependents: when an array closed because a dependency failed,
 /// its unborn children are FAILED for that reason, so each must depend on something that
 /// failed. The lowest unborn child, which depends on the least, stands for them all: the
 /// parent's own dependencies failed, or (SEQUENTIAL) a child before it failed, or (N_TO_N)
 /// its counterpart in another array failed.
-///
-/// Not part of `check_state`: the core breaks it (see `KNOWN_CORE_BUGS`). The simulator runs it
-/// with `SIM_STRICT=1`.
+/// (It found two core bugs: a failed SEQUENTIAL child closed the children before it too, and an
+/// N_TO_N array saw its partner's end before the partner's last child.)
 pub fn check_cascade_causes(state: &State) -> Result<(), Violation> {
     over_jobs(state, |jobs| {
         for parent in jobs {
@@ -911,7 +904,14 @@ fn cascade_cause(state: &State, parent: &Job) -> Result<(), Violation> {
     {
         return Ok(());
     }
-    let lowest = (0..).find(|i| !rows.indexes.contains(i)).unwrap_or(0);
+    // The array is closed from `closed_from` on (a SEQUENTIAL failure closes only what comes
+    // after it): the lowest unborn child from there stands for the closed ones.
+    let lowest = (array.closed_from..)
+        .find(|i| !rows.indexes.contains(i))
+        .unwrap_or(array.closed_from);
+    if lowest >= array.size {
+        return Ok(());
+    }
     let own = matches!(dependencies(state, parent), Dependencies::Failed(_));
     let before = array.sequential
         && rows
@@ -1919,7 +1919,9 @@ fn unborn_reason(state: &State, parent: &Job) -> Result<(), Violation> {
         return Ok(());
     };
     let cursor = state.array_index(&parent.id).map_or(0, |i| i.cursor);
-    if cursor >= array.size || !unborn_status(parent).is_before_start() {
+    // The lowest unborn child may lie past where a SEQUENTIAL failure closed the array: then
+    // it is FAILED with the array's reason, and waits for nothing.
+    if cursor >= array.size || !unborn_status_at(parent, cursor).is_before_start() {
         return Ok(());
     }
     let id = child_id(&parent.id, cursor);

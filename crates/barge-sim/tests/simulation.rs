@@ -1,13 +1,11 @@
 //! Runs the simulator over many seeds. `SIM_SEEDS=<n>` sets how many (default 300, so a plain
 //! `cargo test` stays quick; CI runs thousands), `SIM_SEED=<n>` replays one seed, and
-//! `SIM_STEPS=<n>` the steps per seed (default 200). `SIM_STRICT=1` also runs the checks of the
-//! core bugs not fixed yet (`barge_sim::check::KNOWN_CORE_BUGS`).
+//! `SIM_STEPS=<n>` the steps per seed (default 200).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use barge_sim::check::KNOWN_CORE_BUGS;
-use barge_sim::{run_seed, run_seed_strict, Failure, Summary};
+use barge_sim::{run_seed, Failure, Summary};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -25,11 +23,6 @@ fn fail(seed: u64, f: &Failure) -> ! {
 #[test]
 fn seeded_simulations_hold_every_invariant() {
     let steps = env_u64("SIM_STEPS").unwrap_or(200) as usize;
-    let run_seed = if env_u64("SIM_STRICT").unwrap_or(0) > 0 {
-        run_seed_strict
-    } else {
-        run_seed
-    };
     if let Some(seed) = env_u64("SIM_SEED") {
         match run_seed(seed, steps) {
             Ok(s) => println!("seed {seed}: ok {s:?}"),
@@ -131,20 +124,4 @@ fn a_seed_replays_identically() {
         run_seed(1, 150).unwrap().fingerprint,
         run_seed(2, 150).unwrap().fingerprint
     );
-}
-
-/// The core bugs the simulator found and that are still open (`KNOWN_CORE_BUGS`): each still
-/// reproduces from its seed in strict mode. Once one no longer does, this fails, so that its
-/// check can join the default ones.
-#[test]
-fn known_core_bugs_still_reproduce() {
-    for (invariant, seed, bug) in KNOWN_CORE_BUGS {
-        run_seed(*seed, 200).unwrap_or_else(|f| fail(*seed, &f));
-        match run_seed_strict(*seed, 200) {
-            Err(f) => assert_eq!(f.violation.invariant, *invariant, "{bug}: {f}"),
-            Ok(_) => panic!(
-                "seed {seed} no longer shows this core bug: {bug}. If it is fixed, remove it from KNOWN_CORE_BUGS and, once none is left, run check_cascade_causes in check_state"
-            ),
-        }
-    }
 }

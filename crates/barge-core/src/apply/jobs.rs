@@ -154,6 +154,7 @@ pub(super) fn submit_job(
             .filter_map(|d| d.job_id.clone())
             .collect(),
         closed: None,
+        closed_from: 0,
     });
     let mut parameters = def.parameters.clone();
     parameters.extend(s.parameters);
