@@ -576,7 +576,6 @@ fn list_children(
         (None, None) => Some(JobStatus::Running),
         (None, Some(_)) => None,
     };
-    let unborn = arrays::unborn_status(parent);
     let born = state.array_index(parent_id);
     let mut out = Vec::new();
     let mut next = None;
@@ -584,7 +583,7 @@ fn list_children(
     for index in from..end {
         let is_born = born.is_some_and(|b| b.born.contains(&index));
         // Unborn children all share one status: skip them cheaply when it is not wanted.
-        if !is_born && status.is_some_and(|s| s != unborn) {
+        if !is_born && status.is_some_and(|s| s != arrays::unborn_status_at(parent, index)) {
             continue;
         }
         let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, index)) else {

@@ -42,12 +42,12 @@ pub fn parse_child_id(id: &str) -> Option<(&str, u32)> {
     Some((parent, index.parse().ok()?))
 }
 
-/// The status of every child of `parent` that has not been born.
+/// The status of the unborn children of `parent` that are not closed (see `unborn_status_at`).
 pub fn unborn_status(parent: &Job) -> JobStatus {
     let Some(array) = &parent.array else {
         return parent.status;
     };
-    if array.closed.is_some() || parent.status.is_terminal() {
+    if (array.closed.is_some() && array.closed_from == 0) || parent.status.is_terminal() {
         JobStatus::Failed
     } else if parent.status == JobStatus::Submitted {
         JobStatus::Submitted
@@ -56,6 +56,27 @@ pub fn unborn_status(parent: &Job) -> JobStatus {
     } else {
         JobStatus::Runnable
     }
+}
+
+/// The status of unborn child `index`: FAILED at or past where the array was closed.
+pub fn unborn_status_at(parent: &Job, index: u32) -> JobStatus {
+    match &parent.array {
+        Some(a) if a.closed.is_some() && index >= a.closed_from => JobStatus::Failed,
+        _ => unborn_status(parent),
+    }
+}
+
+/// Unborn children that are not closed, and may still run.
+fn open_unborn(state: &State, parent: &Job) -> u32 {
+    let Some(array) = &parent.array else { return 0 };
+    let end = match array.closed {
+        Some(_) => array.closed_from.min(array.size),
+        None => array.size,
+    };
+    let born_below = state
+        .array_index(&parent.id)
+        .map_or(0, |i| i.born.range(..end).count() as u32);
+    end.saturating_sub(born_below)
 }
 
 /// A job by id, born or not: an unborn child is rendered from its parent.
@@ -70,7 +91,7 @@ pub fn job_view<'a>(state: &'a State, id: &str) -> Option<Cow<'a, Job>> {
         return None;
     }
     let mut child = new_child(parent, index, parent.created_at);
-    child.status = unborn_status(parent);
+    child.status = unborn_status_at(parent, index);
     if child.status == JobStatus::Failed {
         child.status_reason = parent.array.as_ref().and_then(|a| a.closed.clone());
         child.is_cancelled = parent.is_cancelled;
@@ -130,7 +151,7 @@ pub fn unborn_runnable(state: &State, id: &str, now: i64) -> Option<Job> {
     let array = parent.array.as_ref()?;
     if index >= array.size
         || state.jobs.contains_key(id)
-        || unborn_status(parent) != JobStatus::Runnable
+        || unborn_status_at(parent, index) != JobStatus::Runnable
     {
         return None;
     }
@@ -142,13 +163,18 @@ pub fn status_summary(state: &State, parent: &Job) -> Vec<(JobStatus, u32)> {
     let size = parent.array.as_ref().map_or(0, |a| a.size);
     let index = state.array_index(&parent.id);
     let born = index.map_or(0, |i| i.born.len() as u32);
-    let unborn = unborn_status(parent);
+    let open = open_unborn(state, parent);
+    let closed = size.saturating_sub(born).saturating_sub(open);
+    let open_status = unborn_status(parent);
     JobStatus::ALL
         .into_iter()
         .map(|s| {
             let mut n = index.map_or(0, |i| i.count(s));
-            if s == unborn {
-                n += size.saturating_sub(born);
+            if s == open_status {
+                n += open;
+            }
+            if s == JobStatus::Failed {
+                n += closed;
             }
             (s, n)
         })
@@ -209,10 +235,11 @@ fn settle_child(state: &mut State, parent_id: &str, index: u32, now: i64, change
     };
     if state.jobs.contains_key(&id)
         || parent.status.is_terminal()
-        || parent
-            .array
-            .as_ref()
-            .is_none_or(|a| a.released_at.is_none() || a.closed.is_some() || index >= a.size)
+        || parent.array.as_ref().is_none_or(|a| {
+            a.released_at.is_none()
+                || (a.closed.is_some() && index >= a.closed_from)
+                || index >= a.size
+        })
     {
         return;
     }
@@ -269,18 +296,8 @@ pub(crate) fn release(state: &mut State, parent_id: &str, now: i64, changes: &mu
         settle_child(state, parent_id, index, now, changes);
     }
     for other in &n_to_n {
-        if state
-            .job(other)
-            .is_some_and(|o| o.status == JobStatus::Failed)
-        {
-            close(
-                state,
-                parent_id,
-                REASON_DEPENDENCY_FAILED.into(),
-                Stop::None,
-                now,
-                changes,
-            );
+        if let Some(other) = state.job(other).cloned() {
+            n_to_n_finished(state, parent_id, &other, now, changes);
         }
     }
 }
@@ -319,6 +336,7 @@ pub(crate) fn close(
     if array.closed.is_none() {
         array.closed = Some(reason.clone());
     }
+    array.closed_from = 0;
     match stop {
         Stop::None => {}
         Stop::Cancel => parent.is_cancelled = true,
@@ -368,6 +386,29 @@ pub(crate) fn close(
     finish_if_done(state, parent_id, now, changes);
 }
 
+/// SEQUENTIAL child `index` failed: the unborn children after it fail with it (the ones
+/// before it do not depend on it and go on).
+fn close_after(state: &mut State, parent_id: &str, index: u32, now: i64, changes: &mut Changes) {
+    let Some(parent) = state.job(parent_id) else {
+        return;
+    };
+    if parent.status.is_terminal() {
+        return;
+    }
+    let mut parent = (**parent).clone();
+    let Some(array) = parent.array.as_mut() else {
+        return;
+    };
+    let from = index + 1;
+    if array.closed.is_some() && array.closed_from <= from {
+        return;
+    }
+    array.closed = Some(REASON_DEPENDENCY_FAILED.into());
+    array.closed_from = from;
+    put(state, parent, changes);
+    finish_if_done(state, parent_id, now, changes);
+}
+
 /// Ends the parent once every child has finished (or will never be born).
 pub(crate) fn finish_if_done(state: &mut State, parent_id: &str, now: i64, changes: &mut Changes) {
     let Some(parent) = state.job(parent_id) else {
@@ -381,8 +422,7 @@ pub(crate) fn finish_if_done(state: &mut State, parent_id: &str, now: i64, chang
     let born = index.map_or(0, |i| i.born.len() as u32);
     let succeeded = index.map_or(0, |i| i.count(JobStatus::Succeeded));
     let failed = index.map_or(0, |i| i.count(JobStatus::Failed));
-    let unborn = array.size.saturating_sub(born);
-    if succeeded + failed < born || (unborn > 0 && array.closed.is_none()) {
+    if succeeded + failed < born || open_unborn(state, parent) > 0 {
         return;
     }
     let mut parent = (**parent).clone();
@@ -422,14 +462,7 @@ pub(crate) fn child_finished(
         .is_some_and(|a| a.sequential);
     if sequential && child.index + 1 < child.size {
         if status == JobStatus::Failed {
-            close(
-                state,
-                &child.parent,
-                REASON_DEPENDENCY_FAILED.into(),
-                Stop::None,
-                now,
-                changes,
-            );
+            close_after(state, &child.parent, child.index, now, changes);
         } else {
             settle_child(state, &child.parent, child.index + 1, now, changes);
         }
@@ -447,7 +480,7 @@ pub(crate) fn child_finished(
 }
 
 /// An array this one depends on N_TO_N has finished. If it failed, the children still unborn
-/// here wait for children that will never succeed: they fail.
+/// here whose counterpart did not succeed wait for something that will never happen: they fail.
 pub(crate) fn n_to_n_finished(
     state: &mut State,
     parent_id: &str,
@@ -455,11 +488,19 @@ pub(crate) fn n_to_n_finished(
     now: i64,
     changes: &mut Changes,
 ) {
-    let released = state
-        .job(parent_id)
-        .and_then(|p| p.array.as_ref())
-        .is_some_and(|a| a.released_at.is_some());
-    if released && other.status == JobStatus::Failed {
+    if other.status != JobStatus::Failed {
+        return;
+    }
+    let Some(parent) = state.job(parent_id).cloned() else {
+        return;
+    };
+    let Some(array) = &parent.array else { return };
+    if array.released_at.is_none() || parent.status.is_terminal() {
+        return;
+    }
+    if !array.sequential && array.n_to_n.len() == 1 {
+        // Every unborn child here waits for exactly the counterpart that did not succeed
+        // (one that did gave birth to it already): all of them fail, without a row each.
         close(
             state,
             parent_id,
@@ -468,6 +509,21 @@ pub(crate) fn n_to_n_finished(
             now,
             changes,
         );
+        return;
+    }
+    // Otherwise a child may wait for something else too (its previous sibling, another
+    // array), so only the ones whose counterpart here did not succeed fail, each as a row;
+    // under SEQUENTIAL the first of them takes the rest with it.
+    let born = state.array_index(parent_id).map(|i| i.born.clone());
+    let unborn: Vec<u32> = (0..array.size)
+        .filter(|i| born.as_ref().is_none_or(|b| !b.contains(i)))
+        .filter(|i| child_status(state, &other.id, *i) != Some(JobStatus::Succeeded))
+        .collect();
+    for index in unborn {
+        settle_child(state, parent_id, index, now, changes);
+        if array.sequential {
+            break;
+        }
     }
 }
 

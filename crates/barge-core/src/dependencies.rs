@@ -145,7 +145,12 @@ pub fn check_depends_on(
 /// dependent is itself a job that just finished). Array children that finish move their
 /// siblings and their parent on (see `arrays`).
 pub(crate) fn settle(state: &mut State, now: i64, changes: &mut Changes) {
-    while let Some(finished) = state.newly_finished.pop() {
+    // First finished, first settled: an array parent finishes after its last child, and the
+    // arrays that depend on it N_TO_N must see that child's result before the parent's.
+    let mut next = 0;
+    while next < state.newly_finished.len() {
+        let finished = state.newly_finished[next].clone();
+        next += 1;
         let Some(finished_job) = state.job(&finished).cloned() else {
             continue;
         };
@@ -165,7 +170,10 @@ pub(crate) fn settle(state: &mut State, now: i64, changes: &mut Changes) {
                 let Some(array) = state.job(&id).and_then(|j| j.array.clone()) else {
                     continue;
                 };
-                if array.released_at.is_some() || array.closed.is_some() {
+                // An array closed only past a failed SEQUENTIAL child (cancelled by id) still
+                // releases the children before it.
+                if array.released_at.is_some() || (array.closed.is_some() && array.closed_from == 0)
+                {
                     continue;
                 }
                 match dependencies(state, &state.jobs[&id]) {
@@ -198,4 +206,5 @@ pub(crate) fn settle(state: &mut State, now: i64, changes: &mut Changes) {
             changes.schedule = true;
         }
     }
+    state.newly_finished.clear();
 }

@@ -411,8 +411,12 @@ pub struct ArrayJob {
     /// Arrays whose child i each child i waits for (dependsOn type N_TO_N).
     pub n_to_n: Vec<String>,
     /// Set when the parent is cancelled or terminated, or a dependency failed: children not
-    /// born yet end FAILED with this reason and never run.
+    /// born yet, from index `closed_from` on, end FAILED with this reason and never run.
     pub closed: Option<String>,
+    /// The first index `closed` applies to: 0 for the whole array; i+1 when SEQUENTIAL child
+    /// i failed (the children before it do not depend on it).
+    #[serde(default)]
+    pub closed_from: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -405,3 +405,29 @@ fn indexes_rebuilt_after_a_restart_match_the_live_ones() {
         "child 1 still runs, 4 was cancelled"
     );
 }
+
+#[test]
+fn a_failed_counterpart_fails_only_its_own_index_and_what_follows_under_sequential() {
+    let mut w = World::new(256, 8, 16384);
+    w.define("d", "1", "512", None);
+    let a = submit_array(&mut w, 4, vec![]);
+    let bad = format!("{a}:2");
+    drain(&mut w, |id| if id == bad { 1 } else { 0 });
+    assert_eq!(w.job(&a).status, JobStatus::Failed);
+    // Submitted after its partner failed: child 2 (and so 3) can never run, 0 and 1 can.
+    let b = submit_array(
+        &mut w,
+        4,
+        vec![dep(None, "SEQUENTIAL"), dep(Some(&a), "N_TO_N")],
+    );
+    w.schedule();
+    assert_eq!(status_of(&w, &format!("{b}:0")), JobStatus::Runnable);
+    assert_eq!(status_of(&w, &format!("{b}:1")), JobStatus::Pending);
+    assert_eq!(status_of(&w, &format!("{b}:2")), JobStatus::Failed);
+    assert_eq!(status_of(&w, &format!("{b}:3")), JobStatus::Failed);
+    drain(&mut w, |_| 0);
+    assert_eq!(
+        summary(&w, &b),
+        vec![(JobStatus::Succeeded, 2), (JobStatus::Failed, 2)]
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use barge_core::agent::{AgentInstruction, AgentReport};
 use barge_core::apply::REASON_CONTAINER_EXITED;
-use barge_core::arrays::{child_id, job_view, status_summary, unborn_status};
+use barge_core::arrays::{child_id, job_view, status_summary, unborn_status, unborn_status_at};
 use barge_core::command::{Effect, Key};
 use barge_core::dependencies::REASON_DEPENDENCY_FAILED;
 use barge_core::model::*;
@@ -330,8 +330,9 @@ fn unborn_transition(old: &Job, new: &Job, next: &State, hops: usize) -> Result<
 
 /// A child that was not a row in `prev` was born in `next`: from its unborn status there to
 /// RUNNABLE (its dependency succeeded), STARTING (placed) or FAILED (its dependency failed, or
-/// it was cancelled or terminated by id), in at most `hops` legal transitions. A child that
-/// was already FAILED unborn (its parent closed) is never born.
+/// it was cancelled or terminated by id), in at most `hops` legal transitions, and never to the
+/// status it already had unborn (children are born lazily, as they change). A child that was
+/// already FAILED unborn (its parent closed) is never born.
 fn check_birth(prev: &State, new: &Job, hops: usize) -> Result<(), Violation> {
     let Some(c) = &new.array_child else {
         return Ok(());
@@ -365,10 +366,12 @@ fn check_birth(prev: &State, new: &Job, hops: usize) -> Result<(), Violation> {
             ),
         );
     }
+    // Laziness: a child is born only as its status changes (placed, its dependency settled,
+    // stopped by id), never to sit in the status its parent already gave it.
     let first = matches!(
         new.status,
         JobStatus::Runnable | JobStatus::Starting | JobStatus::Failed
-    );
+    ) && new.status != before.status;
     if !first || !reachable(before.status, new.status, hops) {
         return fail(
             LEGAL_TRANSITIONS,
@@ -387,6 +390,7 @@ fn check_birth(prev: &State, new: &Job, hops: usize) -> Result<(), Violation> {
 pub fn check_state(state: &State) -> Result<(), Violation> {
     check_dependencies(state)?;
     check_arrays(state)?;
+    check_cascade_causes(state)?;
     check_live_attempts(state)?;
     check_gangs(state)?;
     check_attempts(state)?;
@@ -477,7 +481,7 @@ pub fn child_status(state: &State, parent: &str, index: u32) -> Option<JobStatus
         return Some(job.status);
     }
     let p = state.job(parent)?;
-    (index < p.array.as_ref()?.size).then(|| unborn_status(p))
+    (index < p.array.as_ref()?.size).then(|| unborn_status_at(p, index))
 }
 
 /// The born status of child `index` of `parent`: None while it is unborn.
@@ -553,13 +557,19 @@ fn child_of(state: &State, job: &Job, c: &ArrayChild) -> Result<(), Violation> {
     let Some(parent) = state.job(&c.parent) else {
         return fail(
             ARRAY_CHILDREN,
-            format!("child {} names parent {}, which does not exist", job.id, c.parent),
+            format!(
+                "child {} names parent {}, which does not exist",
+                job.id, c.parent
+            ),
         );
     };
     let Some(array) = &parent.array else {
         return fail(
             ARRAY_CHILDREN,
-            format!("child {} names parent {}, which is not an array", job.id, c.parent),
+            format!(
+                "child {} names parent {}, which is not an array",
+                job.id, c.parent
+            ),
         );
     };
     if job.id != child_id(&c.parent, c.index) || c.index >= array.size || c.size != array.size {
@@ -600,8 +610,8 @@ fn child_of(state: &State, job: &Job, c: &ArrayChild) -> Result<(), Violation> {
             ),
         );
     }
-    let ran = matches!(job.status, Runnable | Starting | Running | Succeeded)
-        || !job.attempts.is_empty();
+    let ran =
+        matches!(job.status, Runnable | Starting | Running | Succeeded) || !job.attempts.is_empty();
     let before = (array.sequential && c.index > 0).then(|| c.index - 1);
     if let Some(before) = before {
         let status = child_status(state, &c.parent, before);
@@ -612,7 +622,11 @@ fn child_of(state: &State, job: &Job, c: &ArrayChild) -> Result<(), Violation> {
                     "child {} is {}{} while child {before} is {}",
                     job.id,
                     job.status.as_str(),
-                    if job.attempts.is_empty() { "" } else { " (it ran)" },
+                    if job.attempts.is_empty() {
+                        ""
+                    } else {
+                        " (it ran)"
+                    },
                     status.map_or("missing", JobStatus::as_str)
                 ),
             );
@@ -627,7 +641,11 @@ fn child_of(state: &State, job: &Job, c: &ArrayChild) -> Result<(), Violation> {
                     "child {} is {}{} while its counterpart {} is {}",
                     job.id,
                     job.status.as_str(),
-                    if job.attempts.is_empty() { "" } else { " (it ran)" },
+                    if job.attempts.is_empty() {
+                        ""
+                    } else {
+                        " (it ran)"
+                    },
                     child_id(other, c.index),
                     status.map_or("missing", JobStatus::as_str)
                 ),
@@ -717,6 +735,14 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
         );
     }
     let unborn = array.size - born;
+    // A closed array's unborn children are FAILED from `closed_from` on (0: all of them); the
+    // ones before it keep the parent's open status.
+    let open_end = match array.closed {
+        Some(_) => array.closed_from.min(array.size),
+        None => array.size,
+    };
+    let open_unborn = open_end - rows.indexes.range(..open_end).count() as u32;
+    let closed_unborn = unborn - open_unborn;
     let unborn_is = unborn_status(parent);
     let summary = status_summary(state, parent);
     let total: u64 = summary.iter().map(|(_, n)| u64::from(*n)).sum();
@@ -730,12 +756,14 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
         );
     }
     for (s, n) in &summary {
-        let expected = rows.count(*s) + if *s == unborn_is { unborn } else { 0 };
+        let expected = rows.count(*s)
+            + if *s == unborn_is { open_unborn } else { 0 }
+            + if *s == Failed { closed_unborn } else { 0 };
         if *n != expected {
             return fail(
                 ARRAY_CHILDREN,
                 format!(
-                    "array {id}: statusSummary says {n} {} children, but {} are born so and {unborn} unborn ones are {}",
+                    "array {id}: statusSummary says {n} {} children, but {} are born so, {open_unborn} unborn ones are {} and {closed_unborn} closed ones FAILED",
                     s.as_str(),
                     rows.count(*s),
                     unborn_is.as_str()
@@ -775,7 +803,7 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
     }
     let succeeded = rows.count(Succeeded);
     let finished = succeeded + rows.count(Failed);
-    let all_done = finished == born && (unborn == 0 || array.closed.is_some());
+    let all_done = finished == born && open_unborn == 0;
     if parent.status.is_terminal() != all_done {
         return fail(
             ARRAY_PARENT,
@@ -832,8 +860,10 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
         if array.sequential && i > 0 {
             deps.push((id.as_str(), i - 1));
         }
-        let statuses: Vec<Option<JobStatus>> =
-            deps.iter().map(|(p, j)| born_status(state, p, *j)).collect();
+        let statuses: Vec<Option<JobStatus>> = deps
+            .iter()
+            .map(|(p, j)| born_status(state, p, *j))
+            .collect();
         let failed = statuses.contains(&Some(Failed));
         let succeeded = statuses.iter().all(|s| *s == Some(Succeeded));
         if failed || succeeded {
@@ -851,12 +881,108 @@ fn parent_of(state: &State, parent: &Job, rows: &Born) -> Result<(), Violation> 
                         .map(|(p, j)| child_id(p, *j))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    if failed { "with a failure" } else { "SUCCEEDED" }
+                    if failed {
+                        "with a failure"
+                    } else {
+                        "SUCCEEDED"
+                    }
                 ),
             );
         }
     }
     Ok(())
+}
+
+/// A failure cascades only to dependents: when an array closed because a dependency failed,
+/// its unborn children are FAILED for that reason, so each must depend on something that
+/// failed. The lowest unborn child, which depends on the least, stands for them all: the
+/// parent's own dependencies failed, or (SEQUENTIAL) a child before it failed, or (N_TO_N)
+/// its counterpart in another array failed.
+/// (It found two core bugs: a failed SEQUENTIAL child closed the children before it too, and an
+/// N_TO_N array saw its partner's end before the partner's last child.)
+pub fn check_cascade_causes(state: &State) -> Result<(), Violation> {
+    over_jobs(state, |jobs| {
+        for parent in jobs {
+            if parent.array.is_some() {
+                cascade_cause(state, parent)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn cascade_cause(state: &State, parent: &Job) -> Result<(), Violation> {
+    use barge_core::dependencies::{dependencies, Dependencies};
+    let array = parent.array.as_ref().expect("parents only");
+    let rows = Born {
+        indexes: state
+            .array_index(&parent.id)
+            .map(|i| i.born.iter().copied().collect())
+            .unwrap_or_default(),
+        counts: BTreeMap::new(),
+    };
+    let unborn = array.size.saturating_sub(rows.indexes.len() as u32);
+    if unborn == 0
+        || array.closed.as_deref() != Some(REASON_DEPENDENCY_FAILED)
+        || parent.is_cancelled
+        || parent.is_terminated
+    {
+        return Ok(());
+    }
+    // The array is closed from `closed_from` on (a SEQUENTIAL failure closes only what comes
+    // after it): the lowest unborn child from there stands for the closed ones.
+    let lowest = (array.closed_from..)
+        .find(|i| !rows.indexes.contains(i))
+        .unwrap_or(array.closed_from);
+    if lowest >= array.size {
+        return Ok(());
+    }
+    let own = matches!(dependencies(state, parent), Dependencies::Failed(_));
+    let before = array.sequential
+        && rows
+            .indexes
+            .range(..lowest)
+            .any(|i| born_status(state, &parent.id, *i) == Some(JobStatus::Failed));
+    let counterpart = array
+        .n_to_n
+        .iter()
+        .any(|o| child_status(state, o, lowest).is_none_or(|s| s == JobStatus::Failed));
+    if own || before || counterpart {
+        return Ok(());
+    }
+    let invariant = if array.sequential {
+        SEQUENTIAL_ORDER
+    } else if !array.n_to_n.is_empty() {
+        N_TO_N_ORDER
+    } else {
+        DEPENDENCY_ORDER
+    };
+    fail(
+        invariant,
+        format!(
+            "array {} closed for a failed dependency, so its unborn child {} is FAILED, but nothing it depends on failed (children before it: {}; counterparts: {})",
+            parent.id,
+            child_id(&parent.id, lowest),
+            rows.indexes
+                .range(..lowest)
+                .map(|i| format!(
+                    "{i} {}",
+                    born_status(state, &parent.id, *i).map_or("unborn", JobStatus::as_str)
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            array
+                .n_to_n
+                .iter()
+                .map(|o| format!(
+                    "{} {}",
+                    child_id(o, lowest),
+                    child_status(state, o, lowest).map_or("missing", JobStatus::as_str)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
 }
 
 /// Invariant 3, within the state: `current` is Some exactly when the job is STARTING or RUNNING,
@@ -1252,7 +1378,9 @@ fn unborn_runnable_index(state: &State) -> Result<(), Violation> {
     if listed != wanted {
         return fail(
             INDEXES,
-            format!("{listed} arrays are listed with unborn RUNNABLE children but {wanted} have them"),
+            format!(
+                "{listed} arrays are listed with unborn RUNNABLE children but {wanted} have them"
+            ),
         );
     }
     Ok(())
@@ -2115,7 +2243,9 @@ fn unborn_reason(state: &State, parent: &Job) -> Result<(), Violation> {
         return Ok(());
     };
     let cursor = state.array_index(&parent.id).map_or(0, |i| i.cursor);
-    if cursor >= array.size || !unborn_status(parent).is_before_start() {
+    // The lowest unborn child may lie past where a SEQUENTIAL failure closed the array: then
+    // it is FAILED with the array's reason, and waits for nothing.
+    if cursor >= array.size || !unborn_status_at(parent, cursor).is_before_start() {
         return Ok(());
     }
     let id = child_id(&parent.id, cursor);

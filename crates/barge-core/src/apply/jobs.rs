@@ -180,6 +180,7 @@ pub(super) fn submit_job(
             .filter_map(|d| d.job_id.clone())
             .collect(),
         closed: None,
+        closed_from: 0,
     });
     let job = Job {
         id: s.job_id.clone(),

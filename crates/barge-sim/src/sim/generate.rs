@@ -285,7 +285,10 @@ impl Sim {
             if valid.is_some() {
                 // Setup must succeed: no more tags than a resource may hold.
                 let keep = barge_core::limits::TAGS_PER_RESOURCE_MAX.min(3);
-                ce.tags = std::mem::take(&mut ce.tags).into_iter().take(keep).collect();
+                ce.tags = std::mem::take(&mut ce.tags)
+                    .into_iter()
+                    .take(keep)
+                    .collect();
             }
         }
         Planned {

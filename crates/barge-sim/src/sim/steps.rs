@@ -809,8 +809,7 @@ impl Sim {
                 self.state.job(id).is_some_and(|p| {
                     !p.status.is_terminal()
                         && p.array.as_ref().is_some_and(|a| {
-                            a.closed.is_none()
-                                && a.size > generate::ARRAY_SMALL_MAX as u32 * 2
+                            a.closed.is_none() && a.size > generate::ARRAY_SMALL_MAX as u32 * 2
                         })
                 })
             })
