@@ -6,7 +6,8 @@ use clap::{Parser, ValueEnum};
 
 /// Starts the real `barge` binary (a fresh `barge up` per measurement, on a free loopback port
 /// and a fresh data directory) and measures it over HTTP: SubmitJob requests/s, trivial jobs/s
-/// end to end, and the server's resident memory idle and with many jobs queued.
+/// end to end, the server's resident memory idle and with many jobs queued, array jobs (a
+/// million children submitted and queued, an array run end to end) and a dependency graph.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "barge-bench", version)]
 pub struct Args {
@@ -41,6 +42,15 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub queued_jobs: u64,
 
+    /// Children of the array run end to end by the array-e2e scenario.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub array_children: u64,
+
+    /// Jobs of the dependency graph (layers of 100, each job depending on 3 of the layer
+    /// before) run by the dag scenario.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub dag_jobs: u64,
+
     /// Run one scenario only.
     #[arg(long, value_enum)]
     pub only: Option<Scenario>,
@@ -60,16 +70,31 @@ pub enum Scenario {
     Submit,
     E2e,
     Memory,
+    #[value(name = "array-submit")]
+    ArraySubmit,
+    #[value(name = "array-e2e")]
+    ArrayE2e,
+    Dag,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Submit, Scenario::E2e, Scenario::Memory];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Submit,
+        Scenario::E2e,
+        Scenario::Memory,
+        Scenario::ArraySubmit,
+        Scenario::ArrayE2e,
+        Scenario::Dag,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Submit => "submit",
             Scenario::E2e => "e2e",
             Scenario::Memory => "memory",
+            Scenario::ArraySubmit => "array-submit",
+            Scenario::ArrayE2e => "array-e2e",
+            Scenario::Dag => "dag",
         }
     }
 }
@@ -106,9 +131,30 @@ mod tests {
         assert_eq!(a.e2e_jobs, 5_000);
         assert_eq!(a.agent_vcpus, 64);
         assert_eq!(a.queued_jobs, 100_000);
+        assert_eq!(a.array_children, 10_000);
+        assert_eq!(a.dag_jobs, 10_000);
         assert_eq!(a.only, None);
         assert_eq!(a.output, OutputFormat::Markdown);
         assert_eq!(a.scenarios(), Scenario::ALL.to_vec());
+        assert_eq!(
+            a.scenarios().iter().map(|s| s.name()).collect::<Vec<_>>(),
+            [
+                "submit",
+                "e2e",
+                "memory",
+                "array-submit",
+                "array-e2e",
+                "dag"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_scenario_is_chosen_by_its_name() {
+        for scenario in Scenario::ALL {
+            let a = parse(&["--only", scenario.name()]).unwrap();
+            assert_eq!(a.scenarios(), vec![scenario]);
+        }
     }
 
     #[test]
@@ -128,6 +174,10 @@ mod tests {
             "512",
             "--queued-jobs",
             "1000",
+            "--array-children",
+            "500",
+            "--dag-jobs",
+            "250",
             "--only",
             "e2e",
             "--output",
@@ -145,6 +195,7 @@ mod tests {
             (a.agent_memory_mib, a.queued_jobs, a.scenario_timeout_s),
             (512, 1000, 60)
         );
+        assert_eq!((a.array_children, a.dag_jobs), (500, 250));
         assert_eq!(a.scenarios(), vec![Scenario::E2e]);
         assert_eq!(a.output, OutputFormat::Json);
     }
@@ -156,5 +207,9 @@ mod tests {
         assert!(parse(&["--output", "yaml"]).is_err());
         assert!(parse(&["--submit-jobs", "-5"]).is_err());
         assert!(parse(&["--scenario-timeout-s", "1"]).is_err());
+        assert!(parse(&["--array-children", "1"]).is_err());
+        assert!(parse(&["--array-children", "1000001"]).is_err());
+        assert!(parse(&["--dag-jobs", "0"]).is_err());
+        assert!(parse(&["--only", "array_e2e"]).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Many concurrent SubmitJob clients, each with its own keep-alive connection, sharing one
 //! bounded count of requests. All connections are open before the clock starts, so the rate
-//! measures requests, not TCP handshakes.
+//! measures requests, not TCP handshakes; a `ClientPool` keeps them open across rounds.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Deserialize;
-use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::http::{body_excerpt, Conn, ERROR_BODY_CHARS_MAX};
@@ -43,7 +42,7 @@ pub struct LoadResult {
     pub latencies_us: Vec<u32>,
     /// From the moment all clients were connected to the last answer.
     pub elapsed: Duration,
-    /// `jobId` of every accepted submission.
+    /// `jobId` of every accepted submission, in the order of the submissions.
     pub job_ids: Vec<String>,
 }
 
@@ -58,7 +57,8 @@ impl LoadResult {
         self.non_ok + self.transport_errors
     }
 
-    fn absorb(&mut self, other: LoadResult) {
+    /// Adds another round's counts, latencies and job ids (not its elapsed time).
+    pub fn absorb(&mut self, other: LoadResult) {
         self.ok += other.ok;
         self.non_ok += other.non_ok;
         self.transport_errors += other.transport_errors;
@@ -85,48 +85,91 @@ struct SubmitJobOutput {
     job_id: String,
 }
 
+/// Builds the body of submission `i` of a round.
+pub type BodyFn = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
+
 /// Runs the plan; returns when every request has an outcome.
 pub async fn submit_jobs(addr: SocketAddr, plan: &SubmitPlan) -> Result<LoadResult> {
     let clients = plan.clients.min(plan.jobs).max(1);
-    let next = Arc::new(AtomicU64::new(0));
-    // +1: this task also waits, to read the clock when every client is connected.
-    let start = Arc::new(Barrier::new(clients as usize + 1));
-    let mut tasks = JoinSet::new();
-    for _ in 0..clients {
-        let plan = plan.clone();
-        let next = next.clone();
-        let start = start.clone();
-        tasks.spawn(async move {
-            let conn = Conn::connect(addr).await;
-            start.wait().await;
-            client(conn?, &plan, &next).await
-        });
-    }
-    start.wait().await;
-    let started = Instant::now();
-    let mut total = LoadResult::default();
-    while let Some(joined) = tasks.join_next().await {
-        let one = joined.context("a submit client panicked")??;
-        total.absorb(one);
-    }
-    total.elapsed = started.elapsed();
-    Ok(total)
+    let mut pool = ClientPool::connect(addr, clients).await?;
+    let (queue, definition) = (plan.job_queue.clone(), plan.job_definition.clone());
+    pool.submit(
+        plan.jobs,
+        Arc::new(move |i| submit_body(&queue, &definition, i)),
+    )
+    .await
 }
 
-async fn client(mut conn: Conn, plan: &SubmitPlan, next: &AtomicU64) -> Result<LoadResult> {
+/// Keep-alive connections that stay open from one round of submissions to the next (the
+/// layers of a dependency graph), so that only the first round pays for TCP handshakes, and
+/// none of them inside the clock.
+pub struct ClientPool {
+    conns: Vec<Conn>,
+}
+
+impl ClientPool {
+    /// Opens `clients` connections at once.
+    pub async fn connect(addr: SocketAddr, clients: u64) -> Result<ClientPool> {
+        let mut opening = JoinSet::new();
+        for _ in 0..clients.max(1) {
+            opening.spawn(Conn::connect(addr));
+        }
+        let mut conns = Vec::with_capacity(clients as usize);
+        while let Some(joined) = opening.join_next().await {
+            conns.push(joined.context("a connecting client panicked")??);
+        }
+        Ok(ClientPool { conns })
+    }
+
+    /// Sends `jobs` SubmitJob requests, the body of request `i` from `body(i)`, spread over
+    /// the pool's connections; returns when every request has an outcome. The clock starts
+    /// with the first request; `job_ids` come back in index order (without the refused ones).
+    pub async fn submit(&mut self, jobs: u64, body: BodyFn) -> Result<LoadResult> {
+        let next = Arc::new(AtomicU64::new(0));
+        let per_client = jobs / self.conns.len().max(1) as u64 + 1;
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for conn in self.conns.drain(..) {
+            let (next, body) = (next.clone(), body.clone());
+            tasks.spawn(client(conn, jobs, per_client, next, body));
+        }
+        let mut total = LoadResult::default();
+        let mut indexed_ids = Vec::with_capacity(jobs as usize);
+        while let Some(joined) = tasks.join_next().await {
+            let (conn, one, ids) = joined.context("a submit client panicked")??;
+            self.conns.push(conn);
+            total.absorb(one);
+            indexed_ids.extend(ids);
+        }
+        total.elapsed = started.elapsed();
+        indexed_ids.sort_unstable_by_key(|(i, _)| *i);
+        total.job_ids = indexed_ids.into_iter().map(|(_, id)| id).collect();
+        Ok(total)
+    }
+}
+
+/// One connection's share of a round: its connection back, what it saw, and the job id of
+/// each submission it got accepted, by index.
+async fn client(
+    mut conn: Conn,
+    jobs: u64,
+    per_client: u64,
+    next: Arc<AtomicU64>,
+    body: BodyFn,
+) -> Result<(Conn, LoadResult, Vec<(u64, String)>)> {
     let mut result = LoadResult {
-        latencies_us: Vec::with_capacity((plan.jobs / plan.clients.max(1) + 1) as usize),
+        latencies_us: Vec::with_capacity(per_client as usize),
         ..LoadResult::default()
     };
+    let mut ids = Vec::with_capacity(per_client as usize);
     let mut failures_in_a_row = 0;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= plan.jobs {
-            return Ok(result);
+        if i >= jobs {
+            return Ok((conn, result, ids));
         }
-        let body = submit_body(&plan.job_queue, &plan.job_definition, i);
         let sent = Instant::now();
-        match conn.post("/v1/submitjob", body).await {
+        match conn.post("/v1/submitjob", body(i)).await {
             Ok((StatusCode::OK, answer)) => {
                 let latency = sent.elapsed();
                 failures_in_a_row = 0;
@@ -136,7 +179,7 @@ async fn client(mut conn: Conn, plan: &SubmitPlan, next: &AtomicU64) -> Result<L
                         result
                             .latencies_us
                             .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
-                        result.job_ids.push(out.job_id);
+                        ids.push((i, out.job_id));
                     }
                     Err(e) => {
                         result.non_ok += 1;

@@ -1,10 +1,11 @@
 //! `barge-bench`: runs the real `barge` binary and measures it over HTTP, the way a user's
 //! clients would see it: SubmitJob requests/s from many concurrent clients, trivial jobs/s end
-//! to end through the process runner, and the server's resident memory idle and with many jobs
-//! queued. Every measurement starts its own `barge up` on a free loopback port with a fresh
-//! data directory, and stops it afterwards. The report (markdown for docs/benchmarks.md, or
-//! JSON) goes to stdout and gives only measured numbers, beside the targets; progress
-//! goes to stderr.
+//! to end through the process runner, the server's resident memory idle and with many jobs
+//! queued, array jobs (SubmitJob of a million children, the reads with them queued, an array
+//! run end to end) and a dependency graph run end to end in order. Every measurement starts its
+//! own `barge up` on a free loopback port with a fresh data directory, and stops it afterwards.
+//! The report (markdown for docs/benchmarks.md, or JSON) goes to stdout and gives only measured
+//! numbers, beside the targets; progress goes to stderr.
 //!
 //! Exit status: 0 when every scenario ran to the end (whether or not each target was met), 1
 //! when one could not (the report then says why), 2 for bad arguments.
@@ -68,6 +69,9 @@ async fn main() -> ExitCode {
             Scenario::Submit => scenarios::submit::run(&ctx, &mut report.figures).await,
             Scenario::E2e => scenarios::e2e::run(&ctx, &mut report.figures).await,
             Scenario::Memory => scenarios::memory::run(&ctx, &mut report.figures).await,
+            Scenario::ArraySubmit => scenarios::array_submit::run(&ctx, &mut report.figures).await,
+            Scenario::ArrayE2e => scenarios::array_e2e::run(&ctx, &mut report.figures).await,
+            Scenario::Dag => scenarios::dag::run(&ctx, &mut report.figures).await,
         };
         match outcome {
             Ok(()) => ctx.progress(format!("done in {:.1} s", started.elapsed().as_secs_f64())),

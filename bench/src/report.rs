@@ -263,14 +263,7 @@ pub fn format_number(value: f64, unit: &str) -> String {
         Some(rest) => ("-", rest),
         None => ("", int_part),
     };
-    let mut grouped = String::new();
-    for (i, c) in int_digits.chars().enumerate() {
-        if i > 0 && (int_digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let mut out = format!("{sign}{grouped}");
+    let mut out = format!("{sign}{}", group_digits(int_digits));
     if let Some(f) = frac_part {
         out.push('.');
         out.push_str(f);
@@ -280,6 +273,22 @@ pub fn format_number(value: f64, unit: &str) -> String {
         out.push_str(unit);
     }
     out
+}
+
+/// A count with thousands separated, for labels: `1,000,000`.
+pub fn thousands(n: u64) -> String {
+    group_digits(&n.to_string())
+}
+
+fn group_digits(digits: &str) -> String {
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    grouped
 }
 
 /// The command line, quoted so it can be pasted back into a POSIX shell.
@@ -425,6 +434,9 @@ mod tests {
         assert_eq!(format_number(12.34, "ms"), "12.3 ms");
         assert_eq!(format_number(-1234.0, "requests"), "-1,234 requests");
         assert_eq!(format_number(3.0, ""), "3.0");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_030_100), "1,030,100");
     }
 
     #[test]

@@ -106,8 +106,10 @@ class BargeServer:
         use_env_vars: bool = False,
         no_config: bool = False,
         cwd: pathlib.Path | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.name = name
+        self.extra_args = list(extra_args or [])
         self.data_dir = data_dir
         self.log_path = log_path
         self.vcpus = vcpus
@@ -152,7 +154,7 @@ class BargeServer:
                 cmd += ["--agent-vcpus", str(self.vcpus)]
             if self.memory_mib is not None:
                 cmd += ["--agent-memory-mib", str(self.memory_mib)]
-        return cmd, env
+        return cmd + self.extra_args, env
 
     def start(self, timeout_s: float = WAIT_S) -> "BargeServer":
         assert not self.alive(), "already running"

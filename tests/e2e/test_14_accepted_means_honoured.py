@@ -1,5 +1,4 @@
-"""Members Barge accepts must be honoured (it refuses what it cannot do yet, as it does
-for arrayProperties). These go slightly beyond the literal text of issue 2
+"""Members Barge accepts must be honoured (it refuses what it cannot do yet). These go slightly beyond the literal text of issue 2
 (which lists retryStrategy and timeout as registered members) because silently ignoring
 an accepted retry rule or timeout changes what a user's job does.
 
@@ -19,7 +18,7 @@ from barge_helpers import (
 
 
 def test_evaluate_on_exit_is_honoured_or_refused(batch):
-    """Barge refuses what it cannot do (arrays) with a ClientException; a
+    """Barge refuses what it cannot do with a ClientException; a
     retryStrategy.evaluateOnExit it accepts must then decide retries as on AWS:
     EXIT on a matching exit code stops retrying, RETRY on another continues."""
     import botocore.exceptions

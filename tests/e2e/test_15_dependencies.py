@@ -1,7 +1,7 @@
 """Issue 3 (first slice): dependsOn between jobs. A job waits PENDING, with a reason naming
 what it waits for, until every job it depends on SUCCEEDED; a failed or cancelled dependency
-fails its dependents with "Dependent Job failed", cascading. Array dependency types
-(N_TO_N, SEQUENTIAL) are refused until array jobs exist."""
+fails its dependents with "Dependent Job failed", cascading. The array dependency types
+(N_TO_N, SEQUENTIAL) are refused on plain jobs; test_20_arrays covers them on arrays."""
 
 from __future__ import annotations
 

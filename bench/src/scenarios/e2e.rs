@@ -125,17 +125,17 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
     .await
 }
 
-struct Finished {
+pub(super) struct Finished {
     /// When the poll that saw every job finished came back.
-    at: Instant,
-    succeeded: usize,
-    failed: Vec<JobTimes>,
+    pub at: Instant,
+    pub succeeded: usize,
+    pub failed: Vec<JobTimes>,
 }
 
 /// Polls ListJobs (SUCCEEDED and FAILED, on `default`) until every submitted job is in one of
 /// them. ListJobs pages hold 1,000 jobs, where DescribeJobs holds 100: five calls a poll for
 /// 5,000 jobs instead of fifty.
-async fn wait_until_finished(
+pub(super) async fn wait_until_finished(
     ctx: &Ctx<'_>,
     server: &mut Server,
     api: &mut Api,
@@ -199,7 +199,7 @@ async fn wait_until_finished(
 
 /// From the earliest createdAt to the latest stoppedAt over the SUCCEEDED jobs that carry both,
 /// in milliseconds, and how many jobs that is. None without such a job.
-fn job_clock_span_ms(jobs: &[JobTimes]) -> Option<(u64, u64)> {
+pub(super) fn job_clock_span_ms(jobs: &[JobTimes]) -> Option<(u64, u64)> {
     let timed: Vec<(i64, i64)> = jobs
         .iter()
         .filter(|j| j.status == "SUCCEEDED")
@@ -221,6 +221,7 @@ mod tests {
             status: status.into(),
             status_reason: None,
             created_at,
+            started_at: None,
             stopped_at,
         }
     }

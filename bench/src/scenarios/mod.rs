@@ -1,9 +1,14 @@
-//! The three scenarios and what they share: a fresh server per measurement, the scenario's hard
+//! The scenarios and what they share: a fresh server per measurement, the scenario's hard
 //! deadline, and the few API calls that set the stage.
 
+pub mod array_e2e;
+pub mod array_submit;
+pub mod dag;
 pub mod e2e;
 pub mod memory;
 pub mod submit;
+
+use std::collections::BTreeMap;
 
 use std::time::{Duration, Instant};
 
@@ -160,6 +165,7 @@ pub struct JobTimes {
     pub status: String,
     pub status_reason: Option<String>,
     pub created_at: Option<i64>,
+    pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
 }
 
@@ -213,6 +219,105 @@ pub async fn describe_jobs(api: &mut Api, ids: &[String]) -> Result<Vec<JobTimes
     Ok(jobs)
 }
 
+/// Job statuses in the order of a job's life, as statusSummary names them.
+pub const JOB_STATUSES: [&str; 7] = [
+    "SUBMITTED",
+    "PENDING",
+    "RUNNABLE",
+    "STARTING",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+];
+
+/// An array job's parent as DescribeJobs shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArrayParent {
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub created_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub array_properties: ArrayProperties,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArrayProperties {
+    pub size: u64,
+    #[serde(default)]
+    pub status_summary: BTreeMap<String, u64>,
+}
+
+impl ArrayParent {
+    /// Children in `status`, per statusSummary.
+    pub fn children(&self, status: &str) -> u64 {
+        self.array_properties
+            .status_summary
+            .get(status)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The parent's status and its non-zero counts, e.g. `PENDING (RUNNABLE 90, RUNNING 10)`.
+    pub fn summary(&self) -> String {
+        let counts = JOB_STATUSES
+            .iter()
+            .map(|s| (s, self.children(s)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{} ({counts})", self.status)
+    }
+
+    /// `summary` and the parent's statusReason, for error messages.
+    pub fn describe(&self) -> String {
+        let mut text = self.summary();
+        if let Some(reason) = &self.status_reason {
+            text.push_str(&format!("; statusReason: {reason}"));
+        }
+        text
+    }
+}
+
+/// SubmitJob of an array of `size` children of the benchmark definition; the parent's id.
+pub async fn submit_array(api: &mut Api, queue: &str, name: &str, size: u64) -> Result<String> {
+    let answer = api
+        .call(
+            "SubmitJob",
+            &json!({
+                "jobName": name,
+                "jobQueue": queue,
+                "jobDefinition": DEFINITION,
+                "arrayProperties": {"size": size}
+            }),
+        )
+        .await?;
+    answer["jobId"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("SubmitJob of an array answered without a jobId: {answer}"))
+}
+
+/// DescribeJobs of one array parent.
+pub async fn describe_array(api: &mut Api, parent: &str) -> Result<ArrayParent> {
+    let answer = api
+        .call("DescribeJobs", &json!({ "jobs": [parent] }))
+        .await?;
+    let job = answer["jobs"]
+        .get(0)
+        .ok_or_else(|| anyhow!("DescribeJobs does not know the array job {parent}"))?;
+    serde_json::from_value(job.clone()).map_err(|e| {
+        anyhow!("DescribeJobs of {parent} answered without arrayProperties.size ({e}): {job}")
+    })
+}
+
+/// The id of child `index` of an array job.
+pub fn child_id(parent: &str, index: u64) -> String {
+    format!("{parent}:{index}")
+}
+
 /// How many jobs are in each status, e.g. `RUNNABLE 80, RUNNING 20`, and the first reason
 /// given, for error messages.
 pub fn status_histogram(jobs: &[JobTimes]) -> String {
@@ -260,6 +365,34 @@ mod tests {
         assert_eq!(
             status_histogram(&page.job_summary_list),
             "RUNNABLE 1, SUCCEEDED 1; first statusReason: waiting"
+        );
+    }
+
+    #[test]
+    fn array_parents_parse_and_summarize() {
+        let parent: ArrayParent = serde_json::from_value(json!({
+            "jobId": "p", "jobName": "a", "status": "PENDING", "createdAt": 5,
+            "statusReason": "Array job: 3 of 10 children done",
+            "arrayProperties": {"size": 10, "statusSummaryLastUpdatedAt": 9, "statusSummary": {
+                "SUBMITTED": 0, "PENDING": 0, "RUNNABLE": 7, "STARTING": 0, "RUNNING": 0,
+                "SUCCEEDED": 3, "FAILED": 0
+            }}
+        }))
+        .unwrap();
+        assert_eq!(parent.array_properties.size, 10);
+        assert_eq!(parent.children("RUNNABLE"), 7);
+        assert_eq!(parent.children("nonsense"), 0);
+        assert_eq!(parent.summary(), "PENDING (RUNNABLE 7, SUCCEEDED 3)");
+        assert_eq!(
+            parent.describe(),
+            "PENDING (RUNNABLE 7, SUCCEEDED 3); statusReason: Array job: 3 of 10 children done"
+        );
+        assert_eq!(child_id("p", 42), "p:42");
+        let plain =
+            serde_json::from_value::<ArrayParent>(json!({"jobId": "j", "status": "RUNNING"}));
+        assert!(
+            plain.is_err(),
+            "a job without arrayProperties is no array parent"
         );
     }
 

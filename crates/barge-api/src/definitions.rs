@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use barge_core::arn::{name_from_reference, ResourceKind};
 use barge_core::limits::*;
 use barge_core::model::*;
+use barge_core::multinode::{check_node_properties, NodeProperties};
 use barge_core::{Command, Reply, State};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -97,7 +98,7 @@ struct RegisterInput {
     parameters: BTreeMap<String, String>,
     scheduling_priority: Option<i64>,
     container_properties: Option<ContainerProperties>,
-    node_properties: Option<Value>,
+    node_properties: Option<NodeProperties>,
     retry_strategy: Option<RetryStrategy>,
     propagate_tags: Option<bool>,
     timeout: Option<JobTimeout>,
@@ -164,16 +165,26 @@ pub async fn register<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
             }
         }
         _ => {
-            if i.node_properties.is_none() {
+            let Some(np) = &i.node_properties else {
                 return Err(ApiError::client(
                     "nodeProperties is required for a job definition of type multinode",
                 ));
-            }
+            };
             if i.container_properties.is_some() {
                 return Err(ApiError::client(
                     "containerProperties applies only to type container; use nodeProperties",
                 ));
             }
+            if i.platform_capabilities
+                .iter()
+                .flatten()
+                .any(|p| p == "FARGATE")
+            {
+                return Err(ApiError::client(
+                    "platformCapabilities FARGATE cannot run multi-node parallel jobs (type multinode); use EC2",
+                ));
+            }
+            check_node_properties(np).map_err(ApiError::client)?;
         }
     }
     let d = JobDefinition {

@@ -14,12 +14,12 @@ pub fn why<B: Backend>(b: &B, job_id: &str) -> Answer {
 
 fn why_inner<B: Backend>(b: &B, job_id: &str) -> Result<Value, ApiError> {
     let state = b.snapshot();
-    let job = state.job(job_id).ok_or_else(|| ApiError {
+    let job = barge_core::arrays::job_view(&state, job_id).ok_or_else(|| ApiError {
         status: 404,
         code: "ClientException",
         message: format!("job {job_id} does not exist"),
     })?;
-    let d = diagnose(&state, job);
+    let d = diagnose(&state, &job);
     Ok(compact(json!({
         "jobId": job.id,
         "jobName": job.name,

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 
 use barge_core::arn::{name_from_reference, ResourceKind};
+use barge_core::arrays;
 use barge_core::command::SubmitJob;
-use barge_core::fairshare::{check_share_identifier, dispatch_order};
+use barge_core::fairshare::check_share_identifier;
 use barge_core::limits::*;
 use barge_core::model::*;
+use barge_core::multinode::{node_id, NodeOverrides};
 use barge_core::reason::why_waiting;
 use barge_core::{Command, Reply, State};
 use serde::Deserialize;
@@ -25,13 +27,13 @@ struct SubmitInput {
     job_definition: String,
     share_identifier: Option<String>,
     scheduling_priority_override: Option<i64>,
-    array_properties: Option<Value>,
+    array_properties: Option<ArrayPropertiesInput>,
     #[serde(default)]
     depends_on: Vec<JobDependency>,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
     container_overrides: Option<ContainerOverrides>,
-    node_overrides: Option<Value>,
+    node_overrides: Option<NodeOverrides>,
     retry_strategy: Option<RetryStrategy>,
     propagate_tags: Option<bool>,
     timeout: Option<JobTimeout>,
@@ -40,6 +42,12 @@ struct SubmitInput {
     eks_properties_override: Option<Value>,
     ecs_properties_override: Option<Value>,
     consumable_resource_properties_override: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrayPropertiesInput {
+    size: Option<i64>,
 }
 
 pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
@@ -62,13 +70,16 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         check_timeout("timeout", t)?;
     }
     check_tags("tags", &i.tags)?;
-    if i.array_properties.is_some() {
+    // The bound itself is the operator's (barge up --array-size-max): the core checks it, and
+    // refuses arrays of multi-node parallel jobs as AWS does.
+    let array_size = i
+        .array_properties
+        .and_then(|a| a.size)
+        .map(|n| u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX }));
+    if array_size.is_some() && i.node_overrides.is_some() {
         return Err(ApiError::client(
-            "arrayProperties (array jobs) is not supported by this version of Barge yet; submit one job per index",
+            "arrayProperties cannot be used with a multi-node parallel job (nodeOverrides)",
         ));
-    }
-    if i.node_overrides.is_some() {
-        return Err(ApiError::client("nodeOverrides (multi-node parallel jobs) is not supported by this version of Barge yet"));
     }
     if i.eks_properties_override.is_some() || i.ecs_properties_override.is_some() {
         return Err(ApiError::client(
@@ -92,6 +103,7 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         definition: i.job_definition,
         parameters: i.parameters,
         container_overrides: i.container_overrides,
+        node_overrides: i.node_overrides,
         retry_strategy: i.retry_strategy,
         timeout: i.timeout,
         propagate_tags: i.propagate_tags,
@@ -99,6 +111,7 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         depends_on: i.depends_on,
         share_identifier: i.share_identifier,
         scheduling_priority_override: i.scheduling_priority_override,
+        array_size,
     };
     let Reply::Job { id, name } = b.execute(Command::SubmitJob(Box::new(s))).await? else {
         return Err(ApiError::server("unexpected reply to SubmitJob"));
@@ -157,6 +170,16 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         .iter()
         .map(|a| render_attempt(state, a))
         .collect();
+    // A multi-node parent shows its nodes' properties instead of a container; a node says
+    // where it stands in its job.
+    let (container, node_properties) = match &job.multinode {
+        Some(m) => (Value::Null, node_properties(m)),
+        None => (container, Value::Null),
+    };
+    let node_details = job
+        .node
+        .as_ref()
+        .map(|n| json!({ "nodeIndex": n.index, "isMainNode": n.is_main }));
     compact(json!({
         "jobArn": id.job_arn(&job.id),
         "jobName": job.name,
@@ -175,13 +198,67 @@ pub fn render_job_detail(state: &State, job: &Job) -> Value {
         "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
         "parameters": job.parameters,
         "container": container,
+        "nodeProperties": node_properties,
+        "nodeDetails": node_details,
         "timeout": job.timeout,
         "tags": job.tags,
         "propagateTags": job.propagate_tags,
         "platformCapabilities": job.platform_capabilities,
         "isCancelled": job.is_cancelled,
         "isTerminated": job.is_terminated,
+        "arrayProperties": array_properties(state, job, true),
     }))
+}
+
+/// AWS's NodeProperties of a submitted multi-node job: its effective size, main node and node
+/// groups (nodeOverrides applied), each as a range with its container.
+fn node_properties(m: &barge_core::multinode::MultiNodeJob) -> Value {
+    let ranges: Vec<Value> = m
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "targetNodes": format!("{}:{}", g.first, g.last),
+                "container": g.container,
+            })
+        })
+        .collect();
+    json!({ "numNodes": m.num_nodes, "mainNode": m.main_node, "nodeRangeProperties": ranges })
+}
+
+/// AWS's NodePropertiesSummary: the size for a parent; index, size and role for a node.
+fn node_summary(state: &State, job: &Job) -> Value {
+    if let Some(m) = &job.multinode {
+        return json!({ "numNodes": m.num_nodes });
+    }
+    let Some(n) = &job.node else {
+        return Value::Null;
+    };
+    let num_nodes = state
+        .job(&n.parent_id)
+        .and_then(|p| p.multinode.as_ref())
+        .map(|m| m.num_nodes);
+    json!({ "isMainNode": n.is_main, "numNodes": num_nodes, "nodeIndex": n.index })
+}
+
+/// arrayProperties: the size and statusSummary on a parent, the index on a child.
+fn array_properties(state: &State, job: &Job, detail: bool) -> Option<Value> {
+    if let Some(child) = &job.array_child {
+        return Some(json!({ "index": child.index }));
+    }
+    let array = job.array.as_ref()?;
+    let summary: serde_json::Map<String, Value> = arrays::status_summary(state, job)
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let mut out = json!({ "size": array.size, "statusSummary": summary });
+    if detail {
+        let children = state.array_index(&job.id).map_or(0, |i| i.last_update_ms);
+        let own = [Some(job.created_at), array.released_at, job.stopped_at];
+        let latest = own.into_iter().flatten().chain([children]).max();
+        out["statusSummaryLastUpdatedAt"] = json!(latest);
+    }
+    Some(out)
 }
 
 /// AWS's JobSummary (ListJobs).
@@ -202,8 +279,10 @@ fn render_job_summary(state: &State, job: &Job) -> Value {
         "container": container,
         "jobDefinition": id.job_definition_arn(&job.definition_name, job.definition_revision),
         "shareIdentifier": job.share_identifier,
+        "nodeProperties": node_summary(state, job),
         "isCancelled": job.is_cancelled.then_some(true),
         "isTerminated": job.is_terminated.then_some(true),
+        "arrayProperties": array_properties(state, job, false),
     }))
 }
 
@@ -225,8 +304,8 @@ pub fn describe<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         .jobs
         .iter()
         .filter_map(|r| name_from_reference(r, ResourceKind::Job))
-        .filter_map(|id| state.job(id))
-        .map(|job| render_job_detail(&state, job))
+        .filter_map(|id| arrays::job_view(&state, id))
+        .map(|job| render_job_detail(&state, &job))
         .collect();
     Ok(json!({ "jobs": jobs }))
 }
@@ -366,15 +445,27 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         LIST_JOBS_PAGE_ITEMS_MAX
     };
     let size = page_size("maxResults", i.max_results, page_max, page_max)?;
-    let after: Option<u64> = decode_token(&i.next_token)?
-        .map(|t| {
-            t.parse()
-                .map_err(|_| ApiError::client("nextToken is not a token this operation returned"))
-        })
-        .transpose()?;
+    // Tokens: "<seq>" or "<seq> <job id>" (queue listings), "<index>" (array children).
+    let bad_token = || ApiError::client("nextToken is not a token this operation returned");
+    let token = decode_token(&i.next_token)?;
+    let (after, after_id): (Option<u64>, String) = match token.as_deref() {
+        None => (None, String::new()),
+        Some(t) => {
+            let (seq, id) = t.split_once(' ').unwrap_or((t, ""));
+            (Some(seq.parse().map_err(|_| bad_token())?), id.to_string())
+        }
+    };
     let state = b.snapshot();
+    if let Some(parent) = &i.multi_node_job_id {
+        return list_nodes(&state, parent, status, filter.as_ref(), size, after);
+    }
+    if let Some(parent_ref) = &i.array_job_id {
+        let parent_id = name_from_reference(parent_ref, ResourceKind::Job).unwrap_or(parent_ref);
+        let from = u32::try_from(after.unwrap_or(0)).map_err(|_| bad_token())?;
+        return list_children(&state, parent_id, status, filter.as_ref(), from, size);
+    }
     let Some(queue_ref) = i.job_queue else {
-        // Array jobs and multi-node jobs do not exist yet, so no job has children or nodes.
+        // Exactly one of the three was given, checked above.
         return Ok(json!({ "jobSummaryList": [] }));
     };
     let queue = name_from_reference(&queue_ref, ResourceKind::JobQueue)
@@ -394,7 +485,11 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
                     continue;
                 }
                 let job = &state.jobs[id];
-                if !filter.keeps(job) || status.is_some_and(|s| s != job.status) {
+                // AWS leaves multi-node jobs' nodes out of filtered listings.
+                if job.node.is_some()
+                    || !filter.keeps(job)
+                    || status.is_some_and(|s| s != job.status)
+                {
                     continue;
                 }
                 if out.len() == size {
@@ -408,10 +503,11 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         None => {
             let status = status.unwrap_or(JobStatus::Running);
             let set = state.jobs_in(&queue, status);
-            let start = (after.unwrap_or(0), String::new());
+            // Array children share their parent's seq, so the token names the job too.
+            let start = (after.unwrap_or(0), after_id);
             for (seq, id) in set.into_iter().flat_map(|s| s.range(start.clone()..)) {
                 if out.len() == size {
-                    next = Some(encode_token(&seq.to_string()));
+                    next = Some(encode_token(&format!("{seq} {id}")));
                     break;
                 }
                 out.push(render_job_summary(&state, &state.jobs[id]));
@@ -419,6 +515,103 @@ pub fn list<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         }
     }
     Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
+}
+
+/// ListJobs(multiNodeJobId): the job's nodes in node order, by status (RUNNING when none is
+/// given) or, with a filter, every status; the token is the next node index.
+fn list_nodes(
+    state: &State,
+    reference: &str,
+    status: Option<JobStatus>,
+    filter: Option<&Filter>,
+    size: usize,
+    after: Option<u64>,
+) -> Result<Value, ApiError> {
+    let parent_id = name_from_reference(reference, ResourceKind::Job).unwrap_or(reference);
+    let parent = state.job(parent_id).ok_or_else(|| {
+        ApiError::client(format!("multiNodeJobId: job {reference} does not exist"))
+    })?;
+    let Some(m) = &parent.multinode else {
+        return Err(ApiError::client(format!(
+            "multiNodeJobId: job {reference} is not a multi-node parallel job"
+        )));
+    };
+    let status = status.unwrap_or(JobStatus::Running);
+    let mut out = Vec::new();
+    let mut next = None;
+    let start = after.unwrap_or(0).min(u64::from(m.num_nodes)) as u32;
+    for index in start..m.num_nodes {
+        // Nodes exist once the job's first gang is placed.
+        let Some(node) = state.job(&node_id(&parent.id, index)) else {
+            break;
+        };
+        let keep = match filter {
+            Some(f) => f.keeps(node),
+            None => node.status == status,
+        };
+        if !keep {
+            continue;
+        }
+        if out.len() == size {
+            next = Some(encode_token(&index.to_string()));
+            break;
+        }
+        out.push(render_job_summary(state, node));
+    }
+    Ok(compact(json!({ "jobSummaryList": out, "nextToken": next })))
+}
+
+/// ListJobs(arrayJobId): the children in index order, born or not, with the status given (or
+/// RUNNING). A page looks at no more than `ARRAY_LIST_SCAN_MAX` indexes, so it may come back
+/// short with a nextToken.
+fn list_children(
+    state: &State,
+    parent_id: &str,
+    status: Option<JobStatus>,
+    filter: Option<&Filter>,
+    from: u32,
+    size: usize,
+) -> Result<Value, ApiError> {
+    let parent = state
+        .job(parent_id)
+        .filter(|p| p.array.is_some())
+        .ok_or_else(|| ApiError::client(format!("array job {parent_id} does not exist")))?;
+    let array_size = parent.array.as_ref().map_or(0, |a| a.size);
+    // AWS: without a status or filter, ListJobs lists RUNNING jobs.
+    let status = match (status, filter) {
+        (Some(s), _) => Some(s),
+        (None, None) => Some(JobStatus::Running),
+        (None, Some(_)) => None,
+    };
+    let born = state.array_index(parent_id);
+    let mut out = Vec::new();
+    let mut next = None;
+    let end = from.saturating_add(ARRAY_LIST_SCAN_MAX).min(array_size);
+    for index in from..end {
+        let is_born = born.is_some_and(|b| b.born.contains(&index));
+        // Unborn children all share one status: skip them cheaply when it is not wanted.
+        if !is_born && status.is_some_and(|s| s != arrays::unborn_status_at(parent, index)) {
+            continue;
+        }
+        let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, index)) else {
+            continue;
+        };
+        if status.is_some_and(|s| s != child.status) || filter.is_some_and(|f| !f.keeps(&child)) {
+            continue;
+        }
+        if out.len() == size {
+            next = Some(index);
+            break;
+        }
+        out.push(render_job_summary(state, &child));
+    }
+    if next.is_none() && end < array_size {
+        next = Some(end);
+    }
+    Ok(compact(json!({
+        "jobSummaryList": out,
+        "nextToken": next.map(|n| encode_token(&n.to_string())),
+    })))
 }
 
 #[derive(Deserialize)]
@@ -435,6 +628,7 @@ pub async fn cancel<B: Backend>(b: &B, body: &[u8], terminate: bool) -> Result<V
     let job_id = name_from_reference(&i.job_id, ResourceKind::Job)
         .unwrap_or(&i.job_id)
         .to_string();
+    refuse_node(b, &job_id)?;
     let command = if terminate {
         Command::TerminateJob {
             job_id,
@@ -478,8 +672,12 @@ pub async fn cancel_many<B: Backend>(
             .unwrap_or(&reference)
             .to_string();
         // AWS counts an unknown id as successful: there is nothing left to stop.
-        if b.snapshot().job(&job_id).is_none() {
+        if arrays::job_view(&b.snapshot(), &job_id).is_none() {
             successful.push(reference);
+            continue;
+        }
+        if let Err(e) = refuse_node(b, &job_id) {
+            errors.push(json!({ "job": reference, "code": e.code, "message": e.message }));
             continue;
         }
         let reason = i.reason.clone();
@@ -496,6 +694,17 @@ pub async fn cancel_many<B: Backend>(
         }
     }
     Ok(json!({ "successful": successful, "errors": errors }))
+}
+
+/// A node of a multi-node job is cancelled or terminated with its whole job, never alone.
+fn refuse_node<B: Backend>(b: &B, job_id: &str) -> Result<(), ApiError> {
+    match b.snapshot().job(job_id).and_then(|j| j.node.clone()) {
+        Some(n) => Err(ApiError::client(format!(
+            "jobId {job_id} is node {} of multi-node parallel job {}; cancel or terminate {} to stop all of its nodes",
+            n.index, n.parent_id, n.parent_id
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A cancel/terminate reason: it becomes the job's statusReason.
@@ -525,26 +734,16 @@ pub fn queue_snapshot<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
     let queue = name_from_reference(&i.job_queue, ResourceKind::JobQueue)
         .filter(|q| state.job_queues.contains_key(*q))
         .ok_or_else(|| ApiError::client(format!("job queue {} does not exist", i.job_queue)))?;
-    let by_share = dispatch_order(&state, &state.job_queues[queue], &[]);
-    let order: Box<dyn Iterator<Item = &String>> = match by_share {
-        Some(o) => Box::new(o),
-        None => Box::new(
-            state
-                .jobs_in(queue, JobStatus::Runnable)
-                .into_iter()
-                .flatten()
-                .map(|(_, id)| id),
-        ),
-    };
-    let jobs: Vec<Value> = order
-        .take(QUEUE_SNAPSHOT_JOBS_MAX)
-        .map(|id| {
-            let job = &state.jobs[id];
-            json!({
-                "jobArn": state.identity.job_arn(id),
-                "earliestTimeAtPosition": job.runnable_at.unwrap_or(job.created_at),
+    let queue = &state.job_queues[queue];
+    let jobs: Vec<Value> =
+        barge_core::scheduler::front_of_queue(&state, queue, QUEUE_SNAPSHOT_JOBS_MAX)
+            .into_iter()
+            .map(|(id, since)| {
+                json!({
+                    "jobArn": state.identity.job_arn(&id),
+                    "earliestTimeAtPosition": since,
+                })
             })
-        })
-        .collect();
+            .collect();
     Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": b.now_ms() } }))
 }

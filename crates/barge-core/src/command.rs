@@ -48,6 +48,8 @@ pub enum Command {
         vcpus_milli: u64,
         memory_mib: u64,
         scope: AgentScope,
+        /// The host's private IPv4 address (multi-node jobs give it to their other nodes).
+        private_ipv4: Option<String>,
     },
     /// The agent is gone: its attempts fail with the host-terminated reason (and are retried
     /// when attempts remain).
@@ -141,6 +143,8 @@ pub struct SubmitJob {
     pub definition: String,
     pub parameters: BTreeMap<String, String>,
     pub container_overrides: Option<ContainerOverrides>,
+    /// Multi-node parallel jobs only.
+    pub node_overrides: Option<crate::multinode::NodeOverrides>,
     pub retry_strategy: Option<RetryStrategy>,
     pub timeout: Option<JobTimeout>,
     pub propagate_tags: Option<bool>,
@@ -148,6 +152,8 @@ pub struct SubmitJob {
     pub depends_on: Vec<JobDependency>,
     pub share_identifier: Option<String>,
     pub scheduling_priority_override: Option<i64>,
+    /// arrayProperties.size: Some for an array job.
+    pub array_size: Option<u32>,
 }
 
 /// What a scheduling pass proposes. The applier re-checks each entry against the state at
@@ -157,11 +163,13 @@ pub struct Plan {
     /// SUBMITTED jobs to admit (→ RUNNABLE).
     pub admit: Vec<String>,
     pub placements: Vec<Placement>,
+    /// Multi-node jobs, each placed whole (all nodes) or not at all.
+    pub gangs: Vec<crate::multinode::GangPlacement>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.admit.is_empty() && self.placements.is_empty()
+        self.admit.is_empty() && self.placements.is_empty() && self.gangs.is_empty()
     }
 }
 
@@ -194,7 +202,7 @@ pub enum Reply {
     SchedulingPolicy {
         name: String,
     },
-    /// How many placements of a scheduler pass were committed.
+    /// How many placements of a scheduler pass were committed (a whole gang counts as one).
     Placed {
         placed: usize,
     },

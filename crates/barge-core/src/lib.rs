@@ -9,11 +9,13 @@
 pub mod agent;
 pub mod apply;
 pub mod arn;
+pub mod arrays;
 pub mod command;
 pub mod dependencies;
 pub mod fairshare;
 pub mod limits;
 pub mod model;
+pub mod multinode;
 pub mod reason;
 pub mod resources;
 pub mod scheduler;

@@ -39,9 +39,21 @@ pub const QUEUE_COMPUTE_ENVIRONMENTS_MAX: usize = 3;
 pub const COMPUTE_ENVIRONMENTS_MAX: usize = 500;
 pub const JOB_QUEUES_MAX: usize = 500;
 
-/// dependsOn entries per job. AWS allows 20; Barge keeps reverse edges in memory, so a large
-/// but finite bound.
-pub const DEPENDS_ON_MAX: usize = 1_000;
+/// dependsOn entries per job, unless the operator chooses otherwise (`--depends-on-max`). AWS
+/// allows 20; Barge keeps reverse edges in memory, so a large but finite bound.
+pub const DEPENDS_ON_MAX_DEFAULT: usize = 1_000;
+
+/// arrayProperties.size, unless the operator chooses otherwise (`--array-size-max`). AWS
+/// allows 10,000; Barge stores only the children that have been born, so a million costs one
+/// row until they run.
+pub const ARRAY_SIZE_MAX_DEFAULT: u32 = 1_000_000;
+/// AWS's smallest array.
+pub const ARRAY_SIZE_MIN: u32 = 2;
+/// The largest array an operator may allow: indexes are u32, and every born child is a row.
+pub const ARRAY_SIZE_MAX_CEILING: u32 = 100_000_000;
+/// Child indexes one ListJobs(arrayJobId) page looks at; a page may come back short with a
+/// nextToken, which AWS clients follow.
+pub const ARRAY_LIST_SCAN_MAX: u32 = 100_000;
 
 /// retryStrategy.attempts (AWS: 1–10).
 pub const RETRY_ATTEMPTS_MIN: u32 = 1;
@@ -85,6 +97,10 @@ pub const STATE_TIME_LIMIT_SCAN_PER_QUEUE_MAX: usize = 10_000;
 
 /// SIGTERM → SIGKILL grace when a job is terminated (AWS documents 30 s for timeouts).
 pub const STOP_GRACE_MS: u64 = 30_000;
+/// A compute environment tag that sets its stop grace period, in whole seconds (AWS has no
+/// member for it, and a tag keeps every AWS client able to set it).
+pub const STOP_GRACE_TAG: &str = "barge:stop-grace-seconds";
+pub const STOP_GRACE_SECONDS_MAX: u64 = 3_600;
 
 /// Default resources for a container that names none. AWS refuses to place such a job on EC2;
 /// Barge runs it with a small, explicit default (documented in docs/api.md).
@@ -110,3 +126,12 @@ pub const SCHEDULER_PLACEMENTS_PER_PASS_MAX: usize = 4_096;
 pub const LOG_EVENTS_PAGE_MAX: usize = 10_000;
 pub const LOG_EVENTS_PAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const LOG_DESCRIBE_PAGE_MAX: usize = 50;
+
+/// Nodes of one multi-node parallel job (AWS: 1,000, the instances of one ECS cluster). Every
+/// node is a job row and a placement, so this also bounds what one gang placement commits.
+pub const MULTINODE_NODES_MAX: u32 = 1_000;
+/// Node ranges (node groups) of one multi-node definition (AWS: 5).
+pub const MULTINODE_NODE_RANGES_MAX: usize = 5;
+/// nodePropertyOverrides of one SubmitJob. AWS names no number; each override may split the
+/// job's node groups further, so a small bound keeps a job's distinct containers few.
+pub const MULTINODE_NODE_OVERRIDES_MAX: usize = 10;

@@ -57,6 +57,8 @@ impl JobStatus {
         )
     }
     /// The transitions the job lifecycle allows. Checked by the simulator after every step.
+    // A table of transitions reads best as one arm per state.
+    #[allow(clippy::match_like_matches_macro)]
     pub fn may_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
         matches!(
@@ -317,7 +319,11 @@ pub struct JobDefinition {
     pub parameters: BTreeMap<String, String>,
     pub scheduling_priority: Option<i64>,
     pub container_properties: Option<ContainerProperties>,
-    pub node_properties: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "crate::multinode::lenient_node_properties"
+    )]
+    pub node_properties: Option<crate::multinode::NodeProperties>,
     pub retry_strategy: Option<RetryStrategy>,
     pub timeout: Option<JobTimeout>,
     pub propagate_tags: Option<bool>,
@@ -401,6 +407,49 @@ pub struct Job {
     pub is_terminated: bool,
     /// Set when a terminate has asked the live attempt to stop.
     pub stop_reason: Option<String>,
+    /// A multi-node parallel job (the parent): its nodes and groups. Its own `current` stays
+    /// None; its nodes' attempts are the live ones (see `crate::multinode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multinode: Option<crate::multinode::MultiNodeJob>,
+    /// A node `<parent>#<index>` of a multi-node parallel job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::multinode::NodeRef>,
+    /// On an array job's parent: its size and how far its children have come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayJob>,
+    /// On an array child: its parent and index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_child: Option<ArrayChild>,
+}
+
+/// An array job's parent. Its children `<parent>:<index>` are not stored when it is submitted:
+/// a child is born (becomes a job row) when it is placed, when it becomes RUNNABLE through a
+/// SEQUENTIAL or N_TO_N dependency, or when something is done to it by id. Until then its
+/// status is derived from the parent (see `arrays::unborn_status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayJob {
+    pub size: u32,
+    /// When the parent's own dependencies were met, so its children could start. None while
+    /// the parent is SUBMITTED or PENDING on its dependencies.
+    pub released_at: Option<i64>,
+    /// Child i waits for child i-1 to succeed (dependsOn type SEQUENTIAL).
+    pub sequential: bool,
+    /// Arrays whose child i each child i waits for (dependsOn type N_TO_N).
+    pub n_to_n: Vec<String>,
+    /// Set when the parent is cancelled or terminated, or a dependency failed: children not
+    /// born yet, from index `closed_from` on, end FAILED with this reason and never run.
+    pub closed: Option<String>,
+    /// The first index `closed` applies to: 0 for the whole array; i+1 when SEQUENTIAL child
+    /// i failed (the children before it do not depend on it).
+    #[serde(default)]
+    pub closed_from: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayChild {
+    pub parent: String,
+    pub index: u32,
+    pub size: u32,
 }
 
 impl Job {
@@ -423,6 +472,10 @@ pub struct Agent {
     pub vcpus_milli: u64,
     pub memory_mib: u64,
     pub scope: AgentScope,
+    /// The host's private IPv4 address, given to the other nodes of a multi-node job whose main
+    /// node runs here (AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS).
+    #[serde(default)]
+    pub private_ipv4: Option<String>,
     pub used_vcpus_milli: u64,
     pub used_memory_mib: u64,
 }

@@ -11,6 +11,9 @@ use crate::state::State;
 pub fn why_waiting(state: &State, job: &Job) -> Option<String> {
     match job.status {
         JobStatus::Submitted => Some("Waiting for the scheduler to evaluate the job".into()),
+        JobStatus::Runnable if job.multinode.is_some() || job.node.is_some() => {
+            Some(crate::multinode::why_waiting(state, job))
+        }
         JobStatus::Runnable => Some(why_runnable(state, job)),
         JobStatus::Pending => Some(why_pending(state, job)),
         _ => None,
@@ -18,9 +21,18 @@ pub fn why_waiting(state: &State, job: &Job) -> Option<String> {
 }
 
 fn why_pending(state: &State, job: &Job) -> String {
+    if let Some(array) = &job.array {
+        if array.released_at.is_some() || array.closed.is_some() {
+            return array_progress(state, job);
+        }
+    }
+    if job.array_child.is_some() {
+        return why_child_pending(state, job);
+    }
     let unfinished: Vec<String> = job
         .depends_on
         .iter()
+        .filter(|d| crate::dependencies::is_whole_job(d))
         .filter_map(|d| d.job_id.as_ref())
         .filter_map(|id| state.job(id).filter(|j| !j.status.is_terminal()))
         .map(|j| format!("{} ({})", j.id, j.status.as_str()))
@@ -33,6 +45,115 @@ fn why_pending(state: &State, job: &Job) -> String {
             rest.len() + 1
         ),
     }
+}
+
+/// A parent whose children may run: where they stand.
+fn array_progress(state: &State, parent: &Job) -> String {
+    let counts = crate::arrays::status_summary(state, parent);
+    let n = |s: JobStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let size = parent.array.as_ref().map_or(0, |a| a.size);
+    format!(
+        "Array job: {} of {size} children finished ({} succeeded, {} failed); {} running or starting, {} runnable, {} pending",
+        n(JobStatus::Succeeded) + n(JobStatus::Failed),
+        n(JobStatus::Succeeded),
+        n(JobStatus::Failed),
+        n(JobStatus::Running) + n(JobStatus::Starting),
+        n(JobStatus::Runnable),
+        n(JobStatus::Pending) + n(JobStatus::Submitted),
+    )
+}
+
+/// The sibling (SEQUENTIAL) or counterpart (N_TO_N) an unborn PENDING child waits for, if
+/// any; None when it waits for its parent's own dependencies.
+fn why_child_pending_on(state: &State, job: &Job) -> Option<String> {
+    let child = job.array_child.as_ref()?;
+    let parent = state.job(&child.parent)?;
+    let array = parent.array.as_ref()?;
+    array.released_at?;
+    let unfinished = |parent_id: &str, index: u32| {
+        let id = crate::arrays::child_id(parent_id, index);
+        let status = crate::arrays::job_view(state, &id).map(|j| j.status);
+        (status != Some(JobStatus::Succeeded)).then_some(id)
+    };
+    if array.sequential && child.index > 0 {
+        if let Some(id) = unfinished(&parent.id, child.index - 1) {
+            return Some(id);
+        }
+    }
+    array
+        .n_to_n
+        .iter()
+        .find_map(|other| unfinished(other, child.index))
+}
+
+/// A PENDING child waits for its parent's dependencies, its previous sibling (SEQUENTIAL) or
+/// its counterpart in another array (N_TO_N).
+fn why_child_pending(state: &State, job: &Job) -> String {
+    let Some(child) = &job.array_child else {
+        return why_pending(state, job);
+    };
+    let Some(parent) = state.job(&child.parent) else {
+        return format!("Array job {} no longer exists", child.parent);
+    };
+    if parent
+        .array
+        .as_ref()
+        .is_some_and(|a| a.released_at.is_none())
+    {
+        return format!(
+            "Waiting for array job {} to start its children: {}",
+            parent.id,
+            why_pending(state, parent)
+        );
+    }
+    match why_child_pending_on(state, job) {
+        Some(id) => {
+            let status =
+                crate::arrays::job_view(state, &id).map_or("missing", |j| j.status.as_str());
+            let kind = if id.starts_with(&format!("{}:", parent.id)) {
+                "SEQUENTIAL"
+            } else {
+                "N_TO_N"
+            };
+            format!("Waiting for array child {id} ({status}) to succeed ({kind})")
+        }
+        None => "Waiting for the scheduler to evaluate the job's dependencies".into(),
+    }
+}
+
+/// RUNNABLE work ahead of `job` in its queue, in submission order: born jobs and the unborn
+/// children of arrays submitted before it (or, for an unborn child, its lower siblings).
+pub fn runnable_ahead(state: &State, job: &Job) -> usize {
+    let key = (job.seq, job.id.clone());
+    let born = state
+        .jobs_in(&job.queue, JobStatus::Runnable)
+        .map_or(0, |set| set.range(..key.clone()).count());
+    let unborn: usize = state
+        .arrays_with_unborn_runnable(&job.queue)
+        .into_iter()
+        .flatten()
+        .filter(|(seq, id)| {
+            *seq < job.seq || (Some(id) == job.array_child.as_ref().map(|c| &c.parent))
+        })
+        .filter_map(|(_, id)| {
+            let parent = state.job(id)?;
+            let size = parent.array.as_ref()?.size;
+            let index = state.array_index(id);
+            let below = job
+                .array_child
+                .as_ref()
+                .filter(|c| c.parent == *id)
+                .map_or(size, |c| c.index);
+            let born_below = index.map_or(0, |i| i.born.range(..below).count() as u32);
+            Some(below.saturating_sub(born_below) as usize)
+        })
+        .sum();
+    born + unborn
 }
 
 /// What stands between a RUNNABLE job and one compute environment of its queue.
@@ -252,8 +373,27 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
     let mut unblock = Vec::new();
     let mut jobs_ahead = None;
     match job.status {
+        JobStatus::Pending if job.array.as_ref().is_some_and(|a| a.released_at.is_some()) => {
+            unblock.push(format!(
+                "an array job finishes when its children do; `aws batch list-jobs --array-job-id {} --job-status RUNNABLE` lists the ones waiting, and `barge why {}:<index>` explains one",
+                job.id, job.id
+            ));
+        }
+        JobStatus::Pending if job.array_child.is_some() => {
+            unblock.push(match why_child_pending_on(state, job) {
+                Some(waits_for) => format!(
+                    "job {waits_for} must succeed; `barge why {waits_for}` says what it waits for"
+                ),
+                None => "the array job's own dependencies must succeed".to_string(),
+            });
+        }
         JobStatus::Pending => {
-            for id in job.depends_on.iter().filter_map(|d| d.job_id.as_ref()) {
+            for id in job
+                .depends_on
+                .iter()
+                .filter(|d| crate::dependencies::is_whole_job(d))
+                .filter_map(|d| d.job_id.as_ref())
+            {
                 if let Some(dep) = state.job(id).filter(|d| !d.status.is_terminal()) {
                     unblock.push(format!(
                         "job {id} ({}) must succeed; `barge why {id}` says what it waits for",
@@ -263,18 +403,17 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
             }
         }
         JobStatus::Runnable => {
-            jobs_ahead = fairshare::jobs_ahead(state, job).or_else(|| {
-                state
-                    .jobs_in(&job.queue, JobStatus::Runnable)
-                    .map(|set| set.range(..(job.seq, job.id.clone())).count())
-            });
+            jobs_ahead =
+                fairshare::jobs_ahead(state, job).or_else(|| Some(runnable_ahead(state, job)));
             if let Some(s) = fairshare::standing(state, job) {
                 unblock.push(format!(
                     "fair share: {}; the share with the lowest usage × weightFactor dispatches first",
                     s.describe()
                 ));
             }
-            if let Some(queue) = state.job_queues.get(&job.queue) {
+            if job.multinode.is_some() || job.node.is_some() {
+                unblock.extend(crate::multinode::unblock(state, job));
+            } else if let Some(queue) = state.job_queues.get(&job.queue) {
                 let res = job.resources;
                 for o in obstacles(state, queue, res) {
                     unblock.push(match o {

@@ -11,10 +11,83 @@ use imbl::{HashMap, OrdMap, OrdSet};
 
 use crate::arn::Identity;
 use crate::fairshare::{ShareIndex, ShareUsage};
+use crate::limits::{
+    ARRAY_SIZE_MAX_DEFAULT, DEPENDS_ON_MAX_DEFAULT, STOP_GRACE_MS, STOP_GRACE_SECONDS_MAX,
+    STOP_GRACE_TAG,
+};
 use crate::model::*;
 
 /// (seq, job id): orders an index by submission.
 pub type JobKey = (u64, String);
+
+/// Derived bookkeeping of one array parent's born children (rebuilt on load).
+#[derive(Clone, Debug, Default)]
+pub struct ArrayIndex {
+    /// Indexes of the children that exist as job rows.
+    pub born: OrdSet<u32>,
+    /// Born children per status, in `JobStatus::ALL` order.
+    pub counts: [u32; 7],
+    /// The lowest index not born: where the scheduler takes the next child from.
+    pub cursor: u32,
+    /// The latest time any born child changed (statusSummaryLastUpdatedAt).
+    pub last_update_ms: i64,
+}
+
+impl ArrayIndex {
+    pub fn count(&self, status: JobStatus) -> u32 {
+        self.counts[status_slot(status)]
+    }
+}
+
+/// A `barge:stop-grace-seconds` value: whole seconds, 0 to `STOP_GRACE_SECONDS_MAX`.
+pub fn parse_stop_grace_seconds(value: &str) -> Option<u64> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= STOP_GRACE_SECONDS_MAX)
+}
+
+fn child_id_of(child: &ArrayChild) -> String {
+    crate::arrays::child_id(&child.parent, child.index)
+}
+
+/// The latest of a job's own timestamps: when it last changed, as far as its row tells.
+fn latest_time(job: &Job) -> i64 {
+    [
+        Some(job.created_at),
+        job.runnable_at,
+        job.started_at,
+        job.stopped_at,
+        job.current.as_ref().map(|a| a.placed_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0)
+}
+
+fn status_slot(status: JobStatus) -> usize {
+    JobStatus::ALL
+        .iter()
+        .position(|s| *s == status)
+        .expect("ALL lists every status")
+}
+
+/// Limits that Barge lifts above AWS's and lets the operator choose; not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    pub array_size_max: u32,
+    pub depends_on_max: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            array_size_max: ARRAY_SIZE_MAX_DEFAULT,
+            depends_on_max: DEPENDS_ON_MAX_DEFAULT,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct State {
@@ -42,6 +115,13 @@ pub struct State {
     ce_used_vcpus_milli: HashMap<String, u64>,
     /// Reverse dependency edges: job id → the jobs that depend on it.
     dependents: HashMap<String, OrdSet<String>>,
+    /// Per array parent: its born children.
+    arrays: HashMap<String, ArrayIndex>,
+    /// Per queue: array parents whose unborn children are RUNNABLE (see `arrays`), in
+    /// submission order. The scheduler takes children from them as it takes RUNNABLE jobs.
+    arrays_with_unborn_runnable: HashMap<String, OrdSet<JobKey>>,
+    /// Bounds an operator may change at start (`barge up --array-size-max …`).
+    pub config: CoreConfig,
     /// Jobs that became SUCCEEDED or FAILED since `apply` last settled their dependents.
     /// Transient: always empty between commands.
     pub(crate) newly_finished: Vec<String>,
@@ -66,9 +146,11 @@ impl State {
     /// Inserts or replaces a job, keeping every index in step.
     pub fn put_job(&mut self, job: Job) {
         let key: JobKey = (job.seq, job.id.clone());
+        // Array children are listed through their parent, not among their queue's jobs.
+        let listed = job.array_child.is_none();
         let old = self.jobs.get(&job.id).cloned();
         crate::fairshare::on_put_job(self, old.as_deref(), &job);
-        if let Some(old) = old {
+        if let Some(old) = &old {
             if !old.status.is_terminal() && job.status.is_terminal() {
                 self.newly_finished.push(job.id.clone());
             }
@@ -76,7 +158,7 @@ impl State {
                 self.index_remove(&old.queue, old.status, &key);
                 self.index_insert(&job.queue, job.status, key.clone());
             }
-            if old.queue != job.queue {
+            if old.queue != job.queue && listed {
                 if let Some(set) = self.by_queue.get_mut(&old.queue) {
                     set.remove(&key);
                 }
@@ -86,15 +168,91 @@ impl State {
                     .insert(key);
             }
         } else {
+            // A child can be born already finished (cancelled by id, or failed by its
+            // dependency): it has just finished all the same.
+            if job.status.is_terminal() {
+                self.newly_finished.push(job.id.clone());
+            }
             self.index_insert(&job.queue, job.status, key.clone());
-            self.by_queue
-                .entry(job.queue.clone())
-                .or_default()
-                .insert(key);
+            if listed {
+                self.by_queue
+                    .entry(job.queue.clone())
+                    .or_default()
+                    .insert(key);
+            }
             self.next_job_seq = self.next_job_seq.max(job.seq + 1);
             self.add_dependency_edges(&job);
         }
+        let child = job.array_child.clone();
+        let parent_id = job.array.as_ref().map(|_| job.id.clone());
+        let new_status = job.status;
         self.jobs.insert(job.id.clone(), Arc::new(job));
+        if let Some(child) = child {
+            let latest = latest_time(&self.jobs[&child_id_of(&child)]);
+            self.count_child(&child, old.map(|o| o.status), new_status, latest);
+            self.refresh_unborn_runnable(&child.parent);
+        }
+        if let Some(parent_id) = parent_id {
+            self.refresh_unborn_runnable(&parent_id);
+        }
+    }
+
+    /// Books a child's status change (or birth) on its parent's array index.
+    fn count_child(
+        &mut self,
+        child: &ArrayChild,
+        old: Option<JobStatus>,
+        new: JobStatus,
+        latest_ms: i64,
+    ) {
+        let index = self.arrays.entry(child.parent.clone()).or_default();
+        index.last_update_ms = index.last_update_ms.max(latest_ms);
+        if let Some(old) = old {
+            let slot = &mut index.counts[status_slot(old)];
+            *slot = slot.saturating_sub(1);
+        } else {
+            index.born.insert(child.index);
+            while index.born.contains(&index.cursor) {
+                index.cursor += 1;
+            }
+        }
+        index.counts[status_slot(new)] += 1;
+    }
+
+    /// Keeps `arrays_with_unborn_runnable` in step with one parent.
+    fn refresh_unborn_runnable(&mut self, parent_id: &str) {
+        let Some(parent) = self.jobs.get(parent_id).cloned() else {
+            return;
+        };
+        let key: JobKey = (parent.seq, parent.id.clone());
+        let cursor = self.arrays.get(parent_id).map_or(0, |a| a.cursor);
+        let wanted = parent.array.as_ref().is_some_and(|a| {
+            crate::arrays::unborn_status(&parent) == JobStatus::Runnable
+                && !a.has_child_dependencies()
+                && cursor < a.size
+        });
+        let set = self
+            .arrays_with_unborn_runnable
+            .entry(parent.queue.clone())
+            .or_default();
+        if wanted {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+            if set.is_empty() {
+                self.arrays_with_unborn_runnable.remove(&parent.queue);
+            }
+        }
+    }
+
+    /// The born children of an array parent.
+    pub fn array_index(&self, parent_id: &str) -> Option<&ArrayIndex> {
+        self.arrays.get(parent_id)
+    }
+
+    /// Array parents of `queue` whose unborn children are RUNNABLE, in submission order.
+    pub fn arrays_with_unborn_runnable(&self, queue: &str) -> Option<&OrdSet<JobKey>> {
+        self.arrays_with_unborn_runnable.get(queue)
     }
 
     /// A job's dependencies never change after submission, so edges are added once.
@@ -190,6 +348,8 @@ impl State {
         self.by_queue = HashMap::new();
         self.ce_used_vcpus_milli = HashMap::new();
         self.dependents = HashMap::new();
+        self.arrays = HashMap::new();
+        self.arrays_with_unborn_runnable = HashMap::new();
         self.newly_finished = Vec::new();
         let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
         for id in agent_ids {
@@ -203,10 +363,15 @@ impl State {
         for job in jobs {
             let key: JobKey = (job.seq, job.id.clone());
             self.index_insert(&job.queue, job.status, key.clone());
-            self.by_queue
-                .entry(job.queue.clone())
-                .or_default()
-                .insert(key);
+            if job.array_child.is_none() {
+                self.by_queue
+                    .entry(job.queue.clone())
+                    .or_default()
+                    .insert(key);
+            }
+            if let Some(child) = &job.array_child {
+                self.count_child(child, None, job.status, latest_time(&job));
+            }
             self.next_job_seq = self.next_job_seq.max(job.seq + 1);
             self.add_dependency_edges(&job);
             if let Some(attempt) = &job.current {
@@ -218,10 +383,29 @@ impl State {
                 );
             }
         }
+        let parents: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.array.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        for id in parents {
+            self.refresh_unborn_runnable(&id);
+        }
         for stream in self.log_streams.values() {
             self.next_log_stream_number = self.next_log_stream_number.max(stream.number + 1);
         }
         crate::fairshare::rebuild_index(self);
+    }
+
+    /// How long a stopped attempt on compute environment `ce` gets between SIGTERM and
+    /// SIGKILL: its `barge:stop-grace-seconds` tag, else AWS's 30 s.
+    pub fn stop_grace_ms(&self, ce: &str) -> u64 {
+        self.compute_environments
+            .get(ce)
+            .and_then(|c| c.tags.get(STOP_GRACE_TAG))
+            .and_then(|v| parse_stop_grace_seconds(v))
+            .map_or(STOP_GRACE_MS, |s| s * 1000)
     }
 
     /// The latest ACTIVE revision of a definition.

@@ -33,6 +33,7 @@ impl World {
             vcpus_milli: vcpus as u64 * 1000,
             memory_mib: 1 << 20,
             scope: AgentScope::AllManaged,
+            private_ipv4: None,
         });
         w.ok(Command::CreateComputeEnvironment(ComputeEnvironment {
             name: "ce".into(),

@@ -1,202 +1,17 @@
 //! The job lifecycle and placement rules, driven through `apply` and `plan` as the server does.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use barge_core::agent::{AgentInstruction, AgentReport, LogLine};
 use barge_core::command::*;
 use barge_core::model::*;
 use barge_core::reason::why_waiting;
-use barge_core::{apply, scheduler, Changes, Command, Effect, State};
+use barge_core::{Command, Effect, State};
+use common::*;
 use proptest::prelude::*;
 use serde_json::Map;
-
-struct World {
-    state: State,
-    now: i64,
-    next_id: u64,
-}
-
-impl World {
-    fn new(max_vcpus: i64, agent_vcpus: u64, agent_memory_mib: u64) -> World {
-        let mut w = World {
-            state: State::new(Default::default()),
-            now: 1_000,
-            next_id: 0,
-        };
-        w.ok(Command::RegisterAgent {
-            id: "i-1".into(),
-            vcpus_milli: agent_vcpus * 1000,
-            memory_mib: agent_memory_mib,
-            scope: AgentScope::AllManaged,
-        });
-        w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
-        w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
-        w
-    }
-
-    fn run(&mut self, command: Command) -> (Result<Reply, CoreError>, Changes) {
-        self.now += 1;
-        let mut changes = Changes::default();
-        let r = apply(&mut self.state, command, self.now, &mut changes);
-        (r, changes)
-    }
-
-    fn ok(&mut self, command: Command) -> Changes {
-        let (r, changes) = self.run(command);
-        r.expect("command should succeed");
-        changes
-    }
-
-    fn define(&mut self, name: &str, vcpus: &str, memory: &str, attempts: Option<u32>) {
-        let container = ContainerProperties {
-            image: Some("busybox".into()),
-            command: Some(vec!["echo".into(), "Ref::word".into()]),
-            resource_requirements: Some(vec![
-                ResourceRequirement {
-                    kind: "VCPU".into(),
-                    value: vcpus.into(),
-                },
-                ResourceRequirement {
-                    kind: "MEMORY".into(),
-                    value: memory.into(),
-                },
-            ]),
-            ..Default::default()
-        };
-        self.ok(Command::RegisterJobDefinition(JobDefinition {
-            name: name.into(),
-            revision: 0,
-            status: DefinitionStatus::Active,
-            kind: "container".into(),
-            parameters: BTreeMap::from([("word".into(), "hi".into())]),
-            scheduling_priority: None,
-            container_properties: Some(container),
-            node_properties: None,
-            retry_strategy: attempts.map(|a| RetryStrategy {
-                attempts: Some(a),
-                evaluate_on_exit: None,
-            }),
-            timeout: None,
-            propagate_tags: None,
-            platform_capabilities: None,
-            tags: Tags::new(),
-            other: Map::new(),
-        }));
-    }
-
-    fn submit(&mut self, queue: &str, definition: &str) -> String {
-        self.submit_after(queue, definition, &[])
-    }
-
-    /// Submits a job that depends on `deps`.
-    fn submit_after(&mut self, queue: &str, definition: &str, deps: &[&str]) -> String {
-        self.next_id += 1;
-        let id = format!("job-{}", self.next_id);
-        self.ok(Command::SubmitJob(Box::new(SubmitJob {
-            job_id: id.clone(),
-            name: "j".into(),
-            queue: queue.into(),
-            definition: definition.into(),
-            depends_on: deps
-                .iter()
-                .map(|d| JobDependency {
-                    job_id: Some(d.to_string()),
-                    kind: None,
-                })
-                .collect(),
-            ..Default::default()
-        })));
-        id
-    }
-
-    /// One scheduling pass; returns the launches it produced.
-    fn schedule(&mut self) -> Vec<barge_core::agent::AttemptSpec> {
-        let mut n = 0;
-        let plan = scheduler::plan(&self.state, &mut || {
-            n += 1;
-            format!("att-{n}-{}", self.now)
-        });
-        let changes = self.ok(Command::SchedulerPass(plan));
-        changes
-            .effects
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Agent {
-                    instruction: AgentInstruction::Launch(spec),
-                    ..
-                } => Some(spec),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn report(&mut self, report: AgentReport) -> Reply {
-        let (r, _) = self.run(Command::AgentReports {
-            agent_id: "i-1".into(),
-            reports: vec![report],
-        });
-        r.unwrap()
-    }
-
-    fn exit(&mut self, spec: &barge_core::agent::AttemptSpec, code: i32) {
-        let at = self.now;
-        self.report(AgentReport::Running {
-            job_id: spec.job_id.clone(),
-            attempt_id: spec.attempt_id.clone(),
-            at_ms: at,
-        });
-        self.report(AgentReport::Exited {
-            job_id: spec.job_id.clone(),
-            attempt_id: spec.attempt_id.clone(),
-            at_ms: at + 5,
-            exit_code: Some(code),
-            reason: None,
-        });
-    }
-
-    fn job(&self, id: &str) -> &Job {
-        self.state.job(id).unwrap()
-    }
-}
-
-fn ce(name: &str, max_vcpus: i64) -> ComputeEnvironment {
-    ComputeEnvironment {
-        name: name.into(),
-        uuid: format!("uuid-{name}"),
-        kind: ComputeEnvironmentType::Managed,
-        state: ResourceState::Enabled,
-        compute_resources: Some(ComputeResources {
-            kind: Some("EC2".into()),
-            max_vcpus: Some(max_vcpus),
-            ..Default::default()
-        }),
-        unmanaged_vcpus: None,
-        service_role: None,
-        update_policy: None,
-        tags: Tags::new(),
-        other: Map::new(),
-    }
-}
-
-fn queue(name: &str, priority: i64, ces: &[&str]) -> JobQueue {
-    JobQueue {
-        name: name.into(),
-        state: ResourceState::Enabled,
-        priority,
-        compute_environment_order: ces
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ComputeEnvironmentOrder {
-                order: i as i64 + 1,
-                compute_environment: c.to_string(),
-            })
-            .collect(),
-        scheduling_policy_arn: None,
-        job_state_time_limit_actions: Vec::new(),
-        tags: Tags::new(),
-        other: Map::new(),
-    }
-}
 
 #[test]
 fn a_job_goes_through_the_whole_lifecycle() {
@@ -340,6 +155,7 @@ fn stale_reports_are_refused_and_stale_running_is_stopped() {
         vcpus_milli: 4000,
         memory_mib: 8192,
         scope: AgentScope::AllManaged,
+        private_ipv4: None,
     });
     let (r, changes) = w.run(Command::AgentReports {
         agent_id: "i-1".into(),
@@ -525,7 +341,7 @@ proptest! {
     ) {
         let mut w = World { state: State::new(Default::default()), now: 0, next_id: 0 };
         for (n, (v, m)) in agents.iter().enumerate() {
-            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged });
+            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None });
         }
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
@@ -859,4 +675,83 @@ fn log_event_timestamps_never_go_backwards_within_a_stream() {
         (stream.first_event_at, stream.last_event_at),
         (Some(200), Some(210))
     );
+}
+
+#[test]
+fn a_compute_environment_tag_sets_the_stop_grace_period() {
+    let mut w = World::new(256, 2, 8192);
+    w.define("d", "1", "512", None);
+    let arn = w.state.identity.compute_environment_arn("ce");
+    let refused = w.run(Command::TagResource {
+        arn: arn.clone(),
+        tags: Tags::from([("barge:stop-grace-seconds".into(), "soon".into())]),
+    });
+    assert!(refused
+        .0
+        .unwrap_err()
+        .to_string()
+        .contains("barge:stop-grace-seconds must be a whole number of seconds"));
+    w.ok(Command::TagResource {
+        arn,
+        tags: Tags::from([("barge:stop-grace-seconds".into(), "5".into())]),
+    });
+    let job = w.submit("q", "d");
+    let spec = w.schedule().pop().expect("admitted and placed in one pass");
+    assert_eq!(spec.job_id, job);
+    let changes = w.ok(Command::TerminateJob {
+        job_id: job,
+        reason: "stop".into(),
+    });
+    let grace: Vec<u64> = changes
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Agent {
+                instruction: AgentInstruction::Stop { grace_ms, .. },
+                ..
+            } => Some(*grace_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grace, vec![5_000]);
+}
+
+#[test]
+fn propagated_tags_beyond_fifty_fail_the_job() {
+    let mut w = World::new(256, 2, 8192);
+    w.define("d", "1", "512", None);
+    let tags = |prefix: &str, n: usize| -> Tags {
+        (0..n)
+            .map(|i| (format!("{prefix}{i}"), "v".to_string()))
+            .collect()
+    };
+    let arn = w.state.identity.job_definition_arn("d", 1);
+    w.ok(Command::TagResource {
+        arn,
+        tags: tags("def", 30),
+    });
+    let mut submit = |id: &str, propagate: bool, job_tags: Tags| {
+        w.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: id.into(),
+            name: "t".into(),
+            queue: "q".into(),
+            definition: "d".into(),
+            propagate_tags: Some(propagate),
+            tags: job_tags,
+            ..Default::default()
+        })));
+    };
+    submit("over", true, tags("job", 21));
+    submit("same-keys", true, tags("def", 30));
+    submit("not-propagated", false, tags("job", 40));
+    w.schedule();
+    assert_eq!(w.job("over").status, JobStatus::Failed);
+    assert!(w
+        .job("over")
+        .status_reason
+        .as_deref()
+        .unwrap()
+        .contains("together are 51"));
+    assert_ne!(w.job("same-keys").status, JobStatus::Failed);
+    assert_ne!(w.job("not-propagated").status, JobStatus::Failed);
 }

@@ -617,3 +617,57 @@ async fn cancel_runnable_and_terminate_running() {
     };
     assert!(attempt.stopped_at().is_some(), "{attempt:?}");
 }
+
+#[tokio::test]
+async fn array_job_with_children_listed_and_summarised() {
+    use aws_sdk_batch::types::{ArrayJobDependency, ArrayProperties, JobDependency};
+    let barge = Barge::start();
+    let client = barge.client();
+    let def = register(
+        &client,
+        "sdk-array",
+        &["sh", "-c", "test -n \"$AWS_BATCH_JOB_ARRAY_INDEX\""],
+    )
+    .await;
+    let parent = client
+        .submit_job()
+        .job_name("arr")
+        .job_queue("default")
+        .job_definition(&def.arn)
+        .array_properties(ArrayProperties::builder().size(4).build())
+        .depends_on(
+            JobDependency::builder()
+                .r#type(ArrayJobDependency::Sequential)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("SubmitJob with arrayProperties")
+        .job_id()
+        .expect("jobId")
+        .to_string();
+    let job = wait_for_status(&client, &parent, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    assert_eq!(job.status(), Some(&JobStatus::Succeeded), "{job:?}");
+    let props = job.array_properties().expect("arrayProperties");
+    assert_eq!(props.size(), Some(4));
+    let summary = props.status_summary().expect("statusSummary");
+    assert_eq!(summary.get("SUCCEEDED"), Some(&4), "{summary:?}");
+    assert_eq!(summary.get("FAILED"), Some(&0), "{summary:?}");
+
+    let listed = client
+        .list_jobs()
+        .array_job_id(&parent)
+        .job_status(JobStatus::Succeeded)
+        .send()
+        .await
+        .expect("ListJobs arrayJobId");
+    let ids: Vec<&str> = listed
+        .job_summary_list()
+        .iter()
+        .filter_map(|j| j.job_id())
+        .collect();
+    let want: Vec<String> = (0..4).map(|i| format!("{parent}:{i}")).collect();
+    assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+    let child = describe_job(&client, &want[2]).await;
+    assert_eq!(child.array_properties().and_then(|p| p.index()), Some(2));
+}

@@ -36,6 +36,8 @@ pub struct UpConfig {
     pub agent_vcpus: u64,
     pub agent_memory_mib: u64,
     pub identity: Identity,
+    /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
+    pub core: barge_core::state::CoreConfig,
 }
 
 /// The local agent's link to the control plane: reports become writer commands.
@@ -113,9 +115,10 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let first_start = store.is_new();
-    let state = store
+    let mut state = store
         .load(config.identity.clone())
         .context("loading the stored state")?;
+    state.config = config.core;
     let logs = store.reader()?;
     let published = Arc::new(ArcSwap::from_pointee(state));
     let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
@@ -149,6 +152,8 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
             vcpus_milli: config.agent_vcpus * 1000,
             memory_mib: config.agent_memory_mib,
             scope: AgentScope::AllManaged,
+            // The local agent runs jobs on this host, which its nodes reach on loopback.
+            private_ipv4: Some("127.0.0.1".into()),
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -206,6 +206,7 @@ pub fn run(setup: &Setup) -> Result<Outcome, Violation> {
         vcpus_milli: setup.max_vcpus as u64 * 1000,
         memory_mib: 1 << 20,
         scope: AgentScope::AllManaged,
+        private_ipv4: None,
     })?;
     r.apply(Command::CreateComputeEnvironment(ComputeEnvironment {
         name: "ce".into(),

@@ -9,6 +9,13 @@
 //! one saturated queue for hours of simulated time to show that share weights are honoured. A failure names
 //! its seed, step, invariant and the last steps, and replays exactly from the seed.
 //!
+//! Array jobs (small ones, now and then one of thousands of children, SEQUENTIAL, N_TO_N, plain
+//! dependencies on them, invalid ones, cancels and terminates of parents and of single children)
+//! have their own invariants (`check::check_arrays`): no child lost (the born children are
+//! exactly the parent's rows, statusSummary adds up to the size), the parent's status follows its
+//! children, SEQUENTIAL and N_TO_N order, and children born lazily through legal transitions.
+//! A failure reaches only dependents (`check::check_cascade_causes`).
+//!
 //! It must never know IO, clocks, threads or tokio: time, ids and randomness (one seeded
 //! SplitMix64) are its own, so a seed is the whole story of a run.
 

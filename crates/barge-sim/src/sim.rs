@@ -64,6 +64,32 @@ pub struct Summary {
     pub jobs_time_limited: u64,
     /// Placements of jobs with a shareIdentifier (in fair-share queues).
     pub fair_share_placements: u64,
+    /// Multi-node gangs placed (each: every node of one job at once).
+    pub gangs_placed: u64,
+    /// Multi-node jobs that reached SUCCEEDED.
+    pub multinode_succeeded: u64,
+    /// Array jobs acknowledged, and how many of them were large (see `ARRAY_LARGE`).
+    pub arrays_submitted: u64,
+    pub arrays_large: u64,
+    /// Invalid array submissions (size, N_TO_N partner, types) refused as they must be.
+    pub arrays_refused: u64,
+    /// Array children born (committed), and how: placed at birth, RUNNABLE because child i-1
+    /// succeeded (SEQUENTIAL) or because child i of another array did (N_TO_N), FAILED because
+    /// such a dependency failed (a cascade), or FAILED by a cancel or terminate by id.
+    pub children_born: u64,
+    pub children_placed_at_birth: u64,
+    pub sequential_births: u64,
+    pub n_to_n_births: u64,
+    pub array_cascades: u64,
+    pub children_stopped_unborn: u64,
+    /// Accepted cancels and terminates of one child by id (born or not), and of array parents.
+    pub child_stops: u64,
+    pub array_stops: u64,
+    /// Array parents that ended SUCCEEDED and FAILED.
+    pub arrays_succeeded: u64,
+    pub arrays_failed: u64,
+    /// Jobs that waited for a whole array (a plain dependency on its parent) and then ran.
+    pub array_dependents_ran: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -88,6 +114,22 @@ impl Summary {
         self.jobs_timed_out += o.jobs_timed_out;
         self.jobs_time_limited += o.jobs_time_limited;
         self.fair_share_placements += o.fair_share_placements;
+        self.gangs_placed += o.gangs_placed;
+        self.multinode_succeeded += o.multinode_succeeded;
+        self.arrays_submitted += o.arrays_submitted;
+        self.arrays_large += o.arrays_large;
+        self.arrays_refused += o.arrays_refused;
+        self.children_born += o.children_born;
+        self.children_placed_at_birth += o.children_placed_at_birth;
+        self.sequential_births += o.sequential_births;
+        self.n_to_n_births += o.n_to_n_births;
+        self.array_cascades += o.array_cascades;
+        self.children_stopped_unborn += o.children_stopped_unborn;
+        self.child_stops += o.child_stops;
+        self.array_stops += o.array_stops;
+        self.arrays_succeeded += o.arrays_succeeded;
+        self.arrays_failed += o.arrays_failed;
+        self.array_dependents_ran += o.array_dependents_ran;
     }
 }
 
@@ -136,6 +178,9 @@ pub enum Sabotage {
     /// A lost agent does not stop its work (no fencing), so its attempts run on while the core
     /// retries them elsewhere.
     LostAgentsKeepRunning,
+    /// After each step, a SEQUENTIAL array's next unborn child is born RUNNABLE behind the
+    /// core's back although the child before it has not succeeded.
+    BirthOutOfOrder,
 }
 
 /// Runs one seeded schedule of `steps` random steps, then the drain phase. Any panic inside
@@ -271,6 +316,11 @@ enum Note {
     /// Must never be refused (agent registration, lost agents, orphans).
     MustSucceed,
     Submit(String),
+    /// A submission that is invalid whatever the state (an array of size 1, N_TO_N on a job
+    /// that is not an array of the same size, …): it must be refused.
+    MustRefuse(String),
+    /// A cancel or terminate (may be refused), and what it targets.
+    Stop(Target),
     Reports {
         agent_id: String,
         reports: Vec<AgentReport>,
@@ -281,6 +331,74 @@ enum Note {
         fresh: bool,
         proposed: usize,
     },
+}
+
+/// What a cancel or terminate names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Job,
+    ArrayParent,
+    ArrayChild,
+}
+
+/// Array coverage of the commands of one batch, added to the summary only if it commits.
+#[derive(Default)]
+struct Tally {
+    refused_arrays: u64,
+    births: u64,
+    placed: u64,
+    sequential: u64,
+    n_to_n: u64,
+    cascades: u64,
+    stopped_unborn: u64,
+    child_stops: u64,
+    array_stops: u64,
+}
+
+impl Tally {
+    /// Classifies the children `changes.dirty` names that `prev` did not have.
+    fn births(&mut self, prev: &State, next: &State, dirty: &[Key]) {
+        let mut seen = HashSet::new();
+        for key in dirty {
+            let Key::Job(id) = key else { continue };
+            if prev.jobs.contains_key(id) || !seen.insert(id) {
+                continue;
+            }
+            let Some(job) = next.job(id) else { continue };
+            let Some(c) = &job.array_child else { continue };
+            let Some(array) = next.job(&c.parent).and_then(|p| p.array.clone()) else {
+                continue;
+            };
+            self.births += 1;
+            match job.status {
+                JobStatus::Starting => self.placed += 1,
+                JobStatus::Runnable if array.sequential && c.index > 0 => self.sequential += 1,
+                JobStatus::Runnable if !array.n_to_n.is_empty() => self.n_to_n += 1,
+                JobStatus::Failed if job.is_cancelled || job.is_terminated => {
+                    self.stopped_unborn += 1
+                }
+                JobStatus::Failed
+                    if job.status_reason.as_deref()
+                        == Some(barge_core::dependencies::REASON_DEPENDENCY_FAILED) =>
+                {
+                    self.cascades += 1
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn add_to(&self, s: &mut Summary) {
+        s.arrays_refused += self.refused_arrays;
+        s.children_born += self.births;
+        s.children_placed_at_birth += self.placed;
+        s.sequential_births += self.sequential;
+        s.n_to_n_births += self.n_to_n;
+        s.array_cascades += self.cascades;
+        s.children_stopped_unborn += self.stopped_unborn;
+        s.child_stops += self.child_stops;
+        s.array_stops += self.array_stops;
+    }
 }
 
 /// One seeded run: the core's committed state, the simulated store, clock, ids and hosts, and
@@ -303,6 +421,10 @@ pub struct Sim {
     stale_plan: Option<Plan>,
     /// Every acknowledged job and the status last seen.
     acked: BTreeMap<String, JobStatus>,
+    /// The acknowledged array parents, in the order they were acknowledged.
+    arrays: Vec<String>,
+    /// Every array child born in a committed batch, and the status last seen.
+    children: BTreeMap<String, JobStatus>,
     /// Every attempt id ever launched.
     launched: HashSet<String>,
     recent: VecDeque<String>,
@@ -327,6 +449,8 @@ impl Sim {
             late: Vec::new(),
             stale_plan: None,
             acked: BTreeMap::new(),
+            arrays: Vec::new(),
+            children: BTreeMap::new(),
             launched: HashSet::new(),
             recent: VecDeque::with_capacity(HISTORY_LINES),
             step: 0,
@@ -353,6 +477,9 @@ impl Sim {
             if self.sabotage == Sabotage::ReviveFinishedJobs {
                 self.revive_a_finished_job();
             }
+            if self.sabotage == Sabotage::BirthOutOfOrder {
+                self.birth_out_of_order();
+            }
             self.check_model()?;
             self.summary.steps += 1;
         }
@@ -374,6 +501,47 @@ impl Sim {
         job.status = JobStatus::Runnable;
         self.record(format!("SABOTAGE: {} put back to RUNNABLE", job.id));
         self.state.put_job(job);
+    }
+
+    fn birth_out_of_order(&mut self) {
+        for parent_id in &self.arrays {
+            let Some(parent) = self.state.job(parent_id) else {
+                continue;
+            };
+            let Some(array) = &parent.array else { continue };
+            if !array.sequential || array.released_at.is_none() || parent.status.is_terminal() {
+                continue;
+            }
+            let cursor = self.state.array_index(parent_id).map_or(0, |i| i.cursor);
+            let before = cursor
+                .checked_sub(1)
+                .and_then(|b| self.state.job(&barge_core::arrays::child_id(parent_id, b)));
+            let Some(before) = before else { continue };
+            if cursor >= array.size || before.status == JobStatus::Succeeded {
+                continue;
+            }
+            let mut child = (**before).clone();
+            child.id = barge_core::arrays::child_id(parent_id, cursor);
+            child.status = JobStatus::Runnable;
+            child.attempts.clear();
+            child.current = None;
+            child.stop_reason = None;
+            child.status_reason = None;
+            child.is_cancelled = false;
+            child.is_terminated = false;
+            if let Some(c) = child.array_child.as_mut() {
+                c.index = cursor;
+            }
+            self.record(format!(
+                "SABOTAGE: {} born RUNNABLE while {} is {}",
+                child.id,
+                before.id,
+                before.status.as_str()
+            ));
+            self.children.insert(child.id.clone(), JobStatus::Runnable);
+            self.state.put_job(child);
+            return;
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -414,6 +582,7 @@ impl Sim {
         work: &mut State,
         changes: &mut Changes,
         p: Planned,
+        tally: &mut Tally,
     ) -> Result<Result<Reply, CoreError>, Failure> {
         let prev = work.clone();
         let mark = changes.mark();
@@ -428,8 +597,14 @@ impl Sim {
         let reply = match &result {
             Err(e) => {
                 self.summary.commands_refused += 1;
-                if !matches!(p.note, Note::Plain | Note::Submit(_)) {
+                if !matches!(
+                    p.note,
+                    Note::Plain | Note::Submit(_) | Note::MustRefuse(_) | Note::Stop(_)
+                ) {
                     return self.violation(ALWAYS_OK, format!("{} was refused: {e}", p.what));
+                }
+                if matches!(p.note, Note::MustRefuse(_)) {
+                    tally.refused_arrays += 1;
                 }
                 self.check(check_unchanged(&prev, work))?;
                 if changes.mark() != mark {
@@ -442,6 +617,17 @@ impl Sim {
             }
             Ok(reply) => reply.clone(),
         };
+        if let Note::MustRefuse(id) = &p.note {
+            return self.violation(
+                ACCEPTED,
+                format!("{} was accepted ({id}), but it is invalid", p.what),
+            );
+        }
+        match p.note {
+            Note::Stop(Target::ArrayChild) => tally.child_stops += 1,
+            Note::Stop(Target::ArrayParent) => tally.array_stops += 1,
+            _ => {}
+        }
         self.summary.commands_ok += 1;
         let effects = &changes.effects[mark.2..];
         let (hops, created): (Hops, Option<&str>) = match &p.note {
@@ -462,8 +648,20 @@ impl Sim {
                     .filter(|j| j.status == JobStatus::Pending)
                     .map(|j| j.id.clone())
                     .collect();
+                // A multi-node job and its nodes move on their main node's reports (and end
+                // together): each report may move each of them one step.
+                let gang_hops = reports.len();
+                let in_gang: HashSet<String> = prev
+                    .jobs
+                    .values()
+                    .filter(|j| j.multinode.is_some() || j.node.is_some())
+                    .map(|j| j.id.clone())
+                    .collect();
                 (
                     Box::new(move |id: &str| {
+                        if in_gang.contains(id) {
+                            return gang_hops;
+                        }
                         per_job
                             .get(id)
                             .copied()
@@ -529,9 +727,34 @@ impl Sim {
             Note::Submit(id) => self.check(check_submit(&prev, work, id))?,
             _ => {}
         }
-        if launched > 0 && !matches!(p.note, Note::Pass { .. }) {
+        // Outside a pass, only a gang's other nodes are launched: the main node reported
+        // RUNNING (checked by `check_placements` and `check_gangs`).
+        let deferred = effects
+            .iter()
+            .filter(|e| {
+                matches!(e, Effect::Agent { instruction: AgentInstruction::Launch(s), .. }
+                if work.job(&s.job_id).and_then(|j| j.node.as_ref()).is_some_and(|n| !n.is_main))
+            })
+            .count();
+        if launched > deferred && !matches!(p.note, Note::Pass { .. }) {
             return self.violation(PLACEMENT, format!("{} launched attempts", p.what));
         }
+        if matches!(p.note, Note::Pass { .. }) {
+            if deferred > 0 {
+                return self.violation(
+                    PLACEMENT,
+                    "a pass launched a non-main node before its main node ran".into(),
+                );
+            }
+            self.summary.gangs_placed += effects
+                .iter()
+                .filter(|e| {
+                    matches!(e, Effect::Agent { instruction: AgentInstruction::Launch(s), .. }
+                    if work.job(&s.job_id).is_some_and(|j| j.node.is_some()))
+                })
+                .count() as u64;
+        }
+        tally.births(&prev, work, &changes.dirty[mark.0..]);
         if !prev.jobs.ptr_eq(&work.jobs) {
             for job in work.jobs.values() {
                 if job.status == JobStatus::Runnable
@@ -559,12 +782,13 @@ impl Sim {
         let mut changes = Changes::default();
         let mut results = Vec::with_capacity(planned.len());
         let mut submitted = Vec::new();
+        let mut tally = Tally::default();
         for p in planned {
             let job_id = match &p.note {
                 Note::Submit(id) => Some(id.clone()),
                 _ => None,
             };
-            let r = self.apply_checked(&mut work, &mut changes, p)?;
+            let r = self.apply_checked(&mut work, &mut changes, p, &mut tally)?;
             if let (Ok(_), Some(id)) = (&r, job_id) {
                 submitted.push(id);
             }
@@ -587,8 +811,25 @@ impl Sim {
         }
         self.state = work;
         for id in submitted {
-            self.acked.insert(id, JobStatus::Submitted);
+            self.acked.insert(id.clone(), JobStatus::Submitted);
             self.summary.jobs_acknowledged += 1;
+            if let Some(array) = self.state.job(&id).and_then(|j| j.array.as_ref()) {
+                self.summary.arrays_submitted += 1;
+                if array.size > generate::ARRAY_SMALL_MAX as u32 {
+                    self.summary.arrays_large += 1;
+                }
+                self.arrays.push(id);
+            }
+        }
+        tally.add_to(&mut self.summary);
+        for key in &changes.dirty {
+            let Key::Job(id) = key else { continue };
+            if self.acked.contains_key(id) || self.children.contains_key(id) {
+                continue;
+            }
+            if let Some(job) = self.state.job(id).filter(|j| j.array_child.is_some()) {
+                self.children.insert(id.clone(), job.status);
+            }
         }
         for e in &changes.effects {
             if let Effect::Agent {
@@ -678,28 +919,26 @@ impl Sim {
     /// and no terminal one changed status; nothing else is there; each agent runs exactly the
     /// live attempts placed on it (no attempt runs twice, none is live that nobody runs).
     fn check_model(&mut self) -> Result<(), Failure> {
-        for (id, last) in self.acked.iter_mut() {
-            let Some(job) = self.state.job(id) else {
-                let detail = format!("acknowledged job {id} (last {}) is gone", last.as_str());
-                return Err(self.failure(Violation::new(NO_JOB_LOST, detail)));
-            };
-            if last.is_terminal() && job.status != *last {
-                let detail = format!(
-                    "acknowledged job {id} was {} and is now {}",
-                    last.as_str(),
-                    job.status.as_str()
-                );
-                return Err(self.failure(Violation::new(NO_JOB_LOST, detail)));
-            }
-            *last = job.status;
+        if let Err(v) = seen_jobs_stay(&self.state, &mut self.acked, "acknowledged job")
+            .and_then(|()| seen_jobs_stay(&self.state, &mut self.children, "array child"))
+        {
+            return Err(self.failure(v));
         }
-        if self.state.jobs.len() != self.acked.len() {
+        // Node rows of multi-node jobs are made by the core, not submitted; array children
+        // are born.
+        let submitted = self
+            .state
+            .jobs
+            .values()
+            .filter(|j| j.node.is_none())
+            .count();
+        if submitted != self.acked.len() + self.children.len() {
             return self.violation(
                 NO_JOB_LOST,
                 format!(
-                    "the state holds {} jobs but {} were acknowledged",
-                    self.state.jobs.len(),
-                    self.acked.len()
+                    "the state holds {submitted} jobs besides nodes but {} were acknowledged and {} array children born",
+                    self.acked.len(),
+                    self.children.len()
                 ),
             );
         }
@@ -724,8 +963,27 @@ impl Sim {
             }
         }
         self.check(check_waiting_reasons(&self.state))?;
+        self.check(check_arrays(&self.state))?;
         for job in jobs_sorted(&self.state) {
             let Some(a) = &job.current else { continue };
+            // A node holds its place unlaunched until its main node runs, and keeps an ended
+            // attempt until its job ends: neither has a process.
+            if job
+                .node
+                .as_ref()
+                .is_some_and(|n| !n.launched || a.stopped_at.is_some())
+            {
+                if !self.hosts.iter().any(|h| h.alive && h.id == a.agent_id) {
+                    return self.violation(
+                        AGENT_MODEL,
+                        format!(
+                            "node {} holds a place on agent {}, which is not alive",
+                            job.id, a.agent_id
+                        ),
+                    );
+                }
+                continue;
+            }
             let Some(host) = self.hosts.iter().find(|h| h.alive && h.id == a.agent_id) else {
                 return self.violation(
                     AGENT_MODEL,
@@ -755,6 +1013,31 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Every job seen before is still there, and one seen terminal has not changed status since;
+/// `seen` is brought up to date.
+fn seen_jobs_stay(
+    state: &State,
+    seen: &mut BTreeMap<String, JobStatus>,
+    what: &str,
+) -> Result<(), Violation> {
+    for (id, last) in seen.iter_mut() {
+        let Some(job) = state.job(id) else {
+            let detail = format!("{what} {id} (last {}) is gone", last.as_str());
+            return Err(Violation::new(NO_JOB_LOST, detail));
+        };
+        if last.is_terminal() && job.status != *last {
+            let detail = format!(
+                "{what} {id} was {} and is now {}",
+                last.as_str(),
+                job.status.as_str()
+            );
+            return Err(Violation::new(NO_JOB_LOST, detail));
+        }
+        *last = job.status;
+    }
+    Ok(())
 }
 
 fn report_job(r: &AgentReport) -> &str {

@@ -81,6 +81,43 @@ fn seeded_simulations_hold_every_invariant() {
         assert!(total.restarts > 0 && total.lost_batches > 0, "{total:?}");
         assert!(total.agents_lost > 0, "{total:?}");
         assert!(total.commands_refused > 0, "{total:?}");
+        assert!(
+            total.gangs_placed > 0 && total.multinode_succeeded > 0,
+            "no multi-node jobs ran: {total:?}"
+        );
+        // Array jobs: children born every way a child is born, cascades, stops of parents
+        // and of single children, refused invalid arrays, large arrays, and arrays that end
+        // both ways.
+        assert!(
+            total.arrays_submitted > seeds && total.arrays_large > 0,
+            "too few arrays: {total:?}"
+        );
+        assert!(
+            total.arrays_refused > 0,
+            "no invalid array refused: {total:?}"
+        );
+        assert!(
+            total.children_born > seeds && total.children_placed_at_birth > 0,
+            "too few children born: {total:?}"
+        );
+        assert!(
+            total.sequential_births > 0,
+            "no SEQUENTIAL births: {total:?}"
+        );
+        assert!(total.n_to_n_births > 0, "no N_TO_N births: {total:?}");
+        assert!(total.array_cascades > 0, "no array cascades: {total:?}");
+        assert!(
+            total.children_stopped_unborn > 0 && total.child_stops > 0 && total.array_stops > 0,
+            "too few array cancels and terminates: {total:?}"
+        );
+        assert!(
+            total.arrays_succeeded > 0 && total.arrays_failed > 0,
+            "arrays must end both ways: {total:?}"
+        );
+        assert!(
+            total.array_dependents_ran > 0,
+            "no job ran after a whole array: {total:?}"
+        );
     }
 }
 

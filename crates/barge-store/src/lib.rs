@@ -266,9 +266,9 @@ pub struct StoredEvent {
     pub message: String,
 }
 
-/// What `filter_events` found: the events, the position of the last row examined, and whether
-/// the scan reached the end.
-pub type FilteredEvents = (Vec<StoredEvent>, Option<(i64, u64, u64)>, bool);
+/// A page of `filter_events`: the events, the position of the last row examined (to resume
+/// from), and whether the scan reached the end.
+pub type EventPage = (Vec<StoredEvent>, Option<(i64, u64, u64)>, bool);
 
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,7 +365,7 @@ impl LogReader {
         limit: usize,
         scan_max: usize,
         keep: &dyn Fn(&str) -> bool,
-    ) -> Result<FilteredEvents, StoreError> {
+    ) -> Result<EventPage, StoreError> {
         if streams.is_empty() {
             return Ok((Vec::new(), None, true));
         }

@@ -125,6 +125,12 @@ struct UpArgs {
     /// Account id that appears in ARNs.
     #[arg(long, env = "BARGE_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
+    /// Largest arrayProperties.size accepted (AWS: 10,000).
+    #[arg(long, env = "BARGE_ARRAY_SIZE_MAX", default_value_t = barge_core::limits::ARRAY_SIZE_MAX_DEFAULT)]
+    array_size_max: u32,
+    /// Most dependsOn entries per job (AWS: 20).
+    #[arg(long, env = "BARGE_DEPENDS_ON_MAX", default_value_t = barge_core::limits::DEPENDS_ON_MAX_DEFAULT)]
+    depends_on_max: usize,
 }
 
 /// The host's memory in MiB, from /proc/meminfo.
@@ -159,6 +165,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 Some(v) => v,
                 None => host_memory_mib()?,
             };
+            use barge_core::limits::{ARRAY_SIZE_MAX_CEILING, ARRAY_SIZE_MIN};
+            if !(ARRAY_SIZE_MIN..=ARRAY_SIZE_MAX_CEILING).contains(&args.array_size_max) {
+                anyhow::bail!(
+                    "--array-size-max must be between {ARRAY_SIZE_MIN} and {ARRAY_SIZE_MAX_CEILING}"
+                );
+            }
+            if args.depends_on_max == 0 {
+                anyhow::bail!("--depends-on-max must be at least 1");
+            }
             if !args.listen.ip().is_loopback() {
                 eprintln!(
                     "barge: warning: listening on {} without authentication; anyone who can reach it can run commands on this host",
@@ -173,6 +188,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 identity: Identity {
                     region: args.region,
                     account_id: args.account_id,
+                },
+                core: barge_core::state::CoreConfig {
+                    array_size_max: args.array_size_max,
+                    depends_on_max: args.depends_on_max,
                 },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

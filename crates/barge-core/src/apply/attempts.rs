@@ -14,6 +14,22 @@ pub(super) fn scheduler_pass(
         if job.status != JobStatus::Submitted {
             continue;
         }
+        if let Some(reason) = too_many_propagated_tags(state, job) {
+            let mut job = (**job).clone();
+            job.status = JobStatus::Failed;
+            job.status_reason = Some(reason.clone());
+            job.stopped_at = Some(now);
+            if let Some(array) = job.array.as_mut() {
+                array.closed = Some(reason);
+            }
+            state.put_job(job);
+            changes.dirty.push(Key::Job(id.clone()));
+            continue;
+        }
+        if job.array.is_some() {
+            admit_array(state, &id, now, changes);
+            continue;
+        }
         let mut job = (**job).clone();
         match dependencies(state, &job) {
             Dependencies::Met => {
@@ -35,15 +51,78 @@ pub(super) fn scheduler_pass(
             placed += 1;
         }
     }
+    for g in plan.gangs {
+        if multinode::place_gang(state, &g, now, changes) {
+            placed += 1;
+        }
+    }
     Reply::Placed { placed }
 }
 
-/// Re-checks a proposed placement against the current state and commits it when it holds.
+/// AWS fails a job whose tags and definition tags, propagated together to its task, would be
+/// more than a resource may hold (job tags win over definition tags of the same key).
+fn too_many_propagated_tags(state: &State, job: &Job) -> Option<String> {
+    if job.propagate_tags != Some(true) {
+        return None;
+    }
+    let definition = state
+        .job_definitions
+        .get(&(job.definition_name.clone(), job.definition_revision))?;
+    let combined = definition
+        .tags
+        .keys()
+        .chain(job.tags.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    (combined > TAGS_PER_RESOURCE_MAX).then(|| {
+        format!(
+            "propagateTags: the job's and its job definition's tags together are {combined}, more than the {TAGS_PER_RESOURCE_MAX} a task may carry"
+        )
+    })
+}
+
+/// An array parent is admitted to PENDING, where it stays until its children have finished;
+/// its children may start as soon as its own dependencies are met.
+fn admit_array(state: &mut State, id: &str, now: i64, changes: &mut Changes) {
+    let mut parent = (**state.job(id).expect("admitted jobs exist")).clone();
+    parent.status = JobStatus::Pending;
+    let deps = dependencies(state, &parent);
+    state.put_job(parent);
+    changes.dirty.push(Key::Job(id.to_string()));
+    match deps {
+        Dependencies::Met => arrays::release(state, id, now, changes),
+        Dependencies::Waiting(_) => {}
+        Dependencies::Failed(_) => arrays::close(
+            state,
+            id,
+            REASON_DEPENDENCY_FAILED.into(),
+            arrays::Stop::None,
+            now,
+            changes,
+        ),
+    }
+}
+
+/// Re-checks a proposed placement against the current state and commits it when it holds. An
+/// array child that has not been born yet is born as it is placed.
 pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Changes) -> bool {
-    let Some(job) = state.job(&p.job_id) else {
-        return false;
+    let unborn;
+    let job = match state.job(&p.job_id) {
+        Some(job) => &**job,
+        None => match arrays::unborn_runnable(state, &p.job_id, now) {
+            Some(child) => {
+                unborn = child;
+                &unborn
+            }
+            None => return false,
+        },
     };
-    if job.status != JobStatus::Runnable || job.current.is_some() {
+    // Multi-node jobs are placed only as whole gangs (`multinode::place_gang`).
+    if job.status != JobStatus::Runnable
+        || job.current.is_some()
+        || job.multinode.is_some()
+        || job.node.is_some()
+    {
         return false;
     }
     let Some(queue) = state.job_queues.get(&job.queue) else {
@@ -69,7 +148,7 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
     {
         return false;
     }
-    let mut job = (**job).clone();
+    let mut job = job.clone();
     let number = job.attempts_made() + 1;
     let attempt = Attempt {
         id: p.attempt_id.clone(),
@@ -124,6 +203,18 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
             attempt.compute_environment.clone(),
         ),
     ]);
+    if let Some(child) = &job.array_child {
+        environment.extend([
+            (
+                "AWS_BATCH_JOB_ARRAY_INDEX".to_string(),
+                child.index.to_string(),
+            ),
+            (
+                "AWS_BATCH_JOB_ARRAY_SIZE".to_string(),
+                child.size.to_string(),
+            ),
+        ]);
+    }
     AttemptSpec {
         job_id: job.id.clone(),
         attempt_id: attempt.id.clone(),
@@ -154,7 +245,9 @@ pub(super) fn apply_report(
     let current = state
         .job(&job_id)
         .and_then(|j| j.current.as_ref())
-        .is_some_and(|a| a.id == attempt_id && a.agent_id == agent_id);
+        // A node that exited while its gang runs on keeps its attempt, already ended, until
+        // the job ends: reports for it are then stale.
+        .is_some_and(|a| a.id == attempt_id && a.agent_id == agent_id && a.stopped_at.is_none());
     if !current {
         if matches!(report, AgentReport::Running { .. }) {
             changes.effects.push(Effect::Agent {
@@ -167,6 +260,10 @@ pub(super) fn apply_report(
             });
         }
         return false;
+    }
+    if state.jobs[&job_id].node.is_some() && !matches!(report, AgentReport::Logs { .. }) {
+        multinode::node_report(state, &job_id, report, now, changes);
+        return true;
     }
     let mut job = (**state.job(&job_id).expect("checked above")).clone();
     let stream = job
@@ -381,7 +478,11 @@ pub fn due_timeouts(state: &State, now: i64) -> Vec<String> {
                 .timeout
                 .as_ref()
                 .and_then(|t| t.attempt_duration_seconds);
-            let started = job.current.as_ref().and_then(|a| a.started_at);
+            // A multi-node job's timeout covers the whole job, from its main node's start.
+            let started = match &job.multinode {
+                Some(_) => job.started_at,
+                None => job.current.as_ref().and_then(|a| a.started_at),
+            };
             if let (Some(limit_s), Some(started), None) = (limit_s, started, &job.stop_reason) {
                 let limit_ms = i64::try_from(limit_s.saturating_mul(1000)).unwrap_or(i64::MAX);
                 if now >= started.saturating_add(limit_ms) {
@@ -421,6 +522,34 @@ pub fn due_state_time_limits(state: &State, now: i64) -> Vec<(String, String)> {
                 due.push((id.clone(), a.reason.clone()));
             }
         }
+        // An array's unborn children all wait for the same reason, since its release: the
+        // action cancels them together (through the parent).
+        for (_, parent_id) in state
+            .arrays_with_unborn_runnable(&queue.name)
+            .into_iter()
+            .flatten()
+        {
+            let parent = &state.jobs[parent_id];
+            let cursor = state.array_index(parent_id).map_or(0, |i| i.cursor);
+            let Some(child) = arrays::job_view(state, &arrays::child_id(parent_id, cursor)) else {
+                continue;
+            };
+            let since = parent
+                .array
+                .as_ref()
+                .and_then(|a| a.released_at)
+                .unwrap_or(parent.created_at);
+            let Some(reason) = crate::reason::why_waiting(state, &child) else {
+                continue;
+            };
+            let action = queue.job_state_time_limit_actions.iter().find(|a| {
+                reason.starts_with(a.reason.as_str())
+                    && now.saturating_sub(since) >= a.max_time_seconds.saturating_mul(1000)
+            });
+            if let Some(a) = action {
+                due.push((parent_id.clone(), a.reason.clone()));
+            }
+        }
     }
     due
 }
@@ -442,6 +571,10 @@ pub(super) fn fail_orphans(state: &mut State, now: i64, changes: &mut Changes) {
         }
     }
     for id in orphans {
+        if state.jobs[&id].node.is_some() {
+            multinode::node_orphaned(state, &id, now, changes);
+            continue;
+        }
         let mut job = (*state.jobs[&id]).clone();
         let agent_id = job
             .current

@@ -32,6 +32,23 @@ pub(super) fn register_job_definition(
         check_requirements(&c.resource_requirements)?;
         resources_of(c)?;
     }
+    if d.kind == "multinode" {
+        let Some(np) = &d.node_properties else {
+            return Err(CoreError::Invalid(
+                "nodeProperties is required for a job definition of type multinode".into(),
+            ));
+        };
+        if d.container_properties.is_some() {
+            return Err(CoreError::Invalid(
+                "containerProperties applies only to type container; a multinode definition gives each node range its container in nodeProperties".into(),
+            ));
+        }
+        multinode::check_definition(np)?;
+    } else if d.node_properties.is_some() {
+        return Err(CoreError::Invalid(
+            "nodeProperties applies only to type multinode".into(),
+        ));
+    }
     d.revision = state.latest_revision(&d.name) + 1;
     d.status = DefinitionStatus::Active;
     let reply = Reply::JobDefinition {

@@ -46,6 +46,7 @@ pub(super) fn create_compute_environment(
             "Barge holds at most {COMPUTE_ENVIRONMENTS_MAX} compute environments; delete one first"
         )));
     }
+    check_tags(&ce.tags)?;
     match ce.kind {
         ComputeEnvironmentType::Managed => {
             let Some(res) = ce.compute_resources.as_mut() else {

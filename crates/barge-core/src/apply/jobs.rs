@@ -115,17 +115,38 @@ pub(super) fn submit_job(
             def.name, def.revision
         )));
     }
-    if def.kind != "container" {
-        return Err(CoreError::Invalid(format!(
-            "job definition {}:{} has type {}; Barge runs only type container jobs so far",
-            def.name, def.revision, def.kind
-        )));
-    }
-    let Some(base) = def.container_properties.as_ref() else {
-        return Err(CoreError::Invalid(format!(
-            "job definition {}:{} has no containerProperties; Barge runs only containerProperties jobs so far",
-            def.name, def.revision
-        )));
+    let mut parameters = def.parameters.clone();
+    parameters.extend(s.parameters.clone());
+    // A multi-node parent runs no container of its own: its nodes do (see apply::multinode).
+    let (container, resources, multinode) = if def.kind == "multinode" {
+        let m = multinode::job_nodes(&def, &s, &parameters)?;
+        (
+            ContainerProperties::default(),
+            Resources::default(),
+            Some(m),
+        )
+    } else {
+        if s.node_overrides.is_some() {
+            return Err(CoreError::Invalid(format!(
+                "nodeOverrides applies only to multi-node parallel jobs, and job definition {}:{} has type {}",
+                def.name, def.revision, def.kind
+            )));
+        }
+        if def.kind != "container" {
+            return Err(CoreError::Invalid(format!(
+                "job definition {}:{} has type {}; Barge runs only type container and multinode jobs",
+                def.name, def.revision, def.kind
+            )));
+        }
+        let Some(base) = def.container_properties.as_ref() else {
+            return Err(CoreError::Invalid(format!(
+                "job definition {}:{} has no containerProperties; Barge runs only containerProperties jobs so far",
+                def.name, def.revision
+            )));
+        };
+        let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
+        let resources = resources_of(&container)?;
+        (container, resources, None)
     };
     if state.jobs.contains_key(&s.job_id) {
         return Err(CoreError::Conflict(format!(
@@ -133,11 +154,39 @@ pub(super) fn submit_job(
             s.job_id
         )));
     }
-    let depends_on = check_depends_on(state, &s.job_id, s.depends_on)?;
-    let mut parameters = def.parameters.clone();
-    parameters.extend(s.parameters);
-    let container = effective_container(base, s.container_overrides.as_ref(), &parameters)?;
-    let resources = resources_of(&container)?;
+    if let Some(size) = s.array_size {
+        if multinode.is_some() {
+            return Err(CoreError::Invalid(
+                "arrayProperties cannot be used with a multi-node parallel job definition".into(),
+            ));
+        }
+        let max = state.config.array_size_max;
+        if !(ARRAY_SIZE_MIN..=max).contains(&size) {
+            return Err(CoreError::Invalid(format!(
+                "arrayProperties.size must be between {ARRAY_SIZE_MIN} and {max}, not {size}{}",
+                if size > max {
+                    " (barge up --array-size-max raises the bound)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    let depends_on = check_depends_on(state, &s.job_id, s.depends_on, s.array_size)?;
+    let array = s.array_size.map(|size| ArrayJob {
+        size,
+        released_at: None,
+        sequential: depends_on
+            .iter()
+            .any(|d| d.kind.as_deref() == Some(dependencies::SEQUENTIAL) && d.job_id.is_none()),
+        n_to_n: depends_on
+            .iter()
+            .filter(|d| d.kind.as_deref() == Some(dependencies::N_TO_N))
+            .filter_map(|d| d.job_id.clone())
+            .collect(),
+        closed: None,
+        closed_from: 0,
+    });
     let job = Job {
         id: s.job_id.clone(),
         name: s.name.clone(),
@@ -167,6 +216,10 @@ pub(super) fn submit_job(
         is_cancelled: false,
         is_terminated: false,
         stop_reason: None,
+        multinode,
+        node: None,
+        array,
+        array_child: None,
     };
     state.put_job(job);
     changes.dirty.push(Key::Job(s.job_id.clone()));
@@ -184,6 +237,35 @@ pub(super) fn find_job(state: &State, job_id: &str) -> Result<Job, CoreError> {
         .ok_or_else(|| CoreError::NotFound(format!("job {job_id} does not exist")))
 }
 
+/// Cancel and terminate of an array parent (cascades to its children) or of a child not born
+/// yet. None when `job_id` is neither, and the plain job rules apply.
+fn stop_array_job(
+    state: &mut State,
+    job_id: &str,
+    reason: String,
+    terminate: bool,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<Option<Reply>, CoreError> {
+    match state.job(job_id) {
+        Some(job) if job.array.is_some() => {
+            let stop = if terminate {
+                arrays::Stop::Terminate
+            } else {
+                arrays::Stop::Cancel
+            };
+            arrays::close(state, job_id, reason, stop, now, changes);
+            Ok(Some(Reply::Done))
+        }
+        Some(_) => Ok(None),
+        None if arrays::parse_child_id(job_id).is_some() => {
+            arrays::stop_unborn(state, job_id, reason, terminate, now, changes)?;
+            Ok(Some(Reply::Done))
+        }
+        None => Ok(None),
+    }
+}
+
 /// A job that never started ends FAILED with the caller's reason (cancel and terminate alike).
 fn fail_before_start(job: &mut Job, reason: String) {
     job.status = JobStatus::Failed;
@@ -194,9 +276,19 @@ pub(super) fn cancel_job(
     state: &mut State,
     job_id: &str,
     reason: String,
+    now: i64,
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
+    if let Some(done) = stop_array_job(state, job_id, reason.clone(), false, now, changes)? {
+        return Ok(done);
+    }
     let mut job = find_job(state, job_id)?;
+    if let Some(n) = &job.node {
+        // A node is stopped with its whole job (the API refuses to name one directly; queue
+        // deletion reaches nodes too).
+        let parent = n.parent_id.clone();
+        return cancel_job(state, &parent, reason, now, changes);
+    }
     // AWS: cancel stops only jobs that have not started; for the others it is a no-op.
     if job.status.is_before_start() {
         fail_before_start(&mut job, reason);
@@ -211,9 +303,26 @@ pub(super) fn terminate_job(
     state: &mut State,
     job_id: &str,
     reason: String,
+    now: i64,
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
+    if let Some(done) = stop_array_job(state, job_id, reason.clone(), true, now, changes)? {
+        return Ok(done);
+    }
     let mut job = find_job(state, job_id)?;
+    if let Some(n) = &job.node {
+        let parent = n.parent_id.clone();
+        return terminate_job(state, &parent, reason, now, changes);
+    }
+    if job.multinode.is_some() && matches!(job.status, JobStatus::Starting | JobStatus::Running) {
+        if job.stop_reason.is_none() {
+            job.is_terminated = true;
+            state.put_job(job);
+            changes.dirty.push(Key::Job(job_id.to_string()));
+            multinode::stop_gang(state, job_id, reason, changes);
+        }
+        return Ok(Reply::Done);
+    }
     match job.status {
         s if s.is_before_start() => {
             fail_before_start(&mut job, reason);
@@ -234,7 +343,7 @@ pub(super) fn terminate_job(
                 instruction: AgentInstruction::Stop {
                     job_id: job.id.clone(),
                     attempt_id: attempt.id.clone(),
-                    grace_ms: STOP_GRACE_MS,
+                    grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                 },
             });
             job.stop_reason = Some(reason);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::agent::{AgentInstruction, AgentReport, AttemptSpec, LogLine};
 use crate::arn::{name_from_reference, parse_batch_arn, ResourceKind};
+use crate::arrays;
 use crate::command::*;
 use crate::dependencies::{
     self, check_depends_on, dependencies, Dependencies, REASON_DEPENDENCY_FAILED,
@@ -19,6 +20,7 @@ mod attempts;
 mod definitions;
 mod environments;
 mod jobs;
+mod multinode;
 mod policies;
 mod queues;
 mod tags;
@@ -58,6 +60,7 @@ pub fn apply(
     state.latest_command_ms = state.latest_command_ms.max(now_ms);
     let result = apply_inner(state, command, now_ms, changes);
     if result.is_ok() {
+        multinode::settle(state, changes);
         dependencies::settle(state, now_ms, changes);
         for queue in crate::fairshare::take_touched(state) {
             changes.dirty.push(Key::ShareUsage(queue));
@@ -84,14 +87,16 @@ fn apply_inner(
         }
         Command::CreateJobQueue(q) => create_job_queue(state, q, changes),
         Command::UpdateJobQueue(u) => update_job_queue(state, u, changes),
-        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, changes),
+        Command::DeleteJobQueue { reference } => delete_job_queue(state, &reference, now, changes),
         Command::RegisterJobDefinition(d) => register_job_definition(state, d, changes),
         Command::DeregisterJobDefinition { reference } => {
             deregister_job_definition(state, &reference, changes)
         }
         Command::SubmitJob(s) => submit_job(state, *s, now, changes),
-        Command::CancelJob { job_id, reason } => cancel_job(state, &job_id, reason, changes),
-        Command::TerminateJob { job_id, reason } => terminate_job(state, &job_id, reason, changes),
+        Command::CancelJob { job_id, reason } => cancel_job(state, &job_id, reason, now, changes),
+        Command::TerminateJob { job_id, reason } => {
+            terminate_job(state, &job_id, reason, now, changes)
+        }
         Command::TagResource { arn, tags } => tag_resource(state, &arn, tags, changes),
         Command::UntagResource { arn, keys } => untag_resource(state, &arn, &keys, changes),
         Command::RegisterAgent {
@@ -99,6 +104,7 @@ fn apply_inner(
             vcpus_milli,
             memory_mib,
             scope,
+            private_ipv4,
         } => {
             let (used_vcpus_milli, used_memory_mib) = state
                 .agents
@@ -109,6 +115,7 @@ fn apply_inner(
                 vcpus_milli,
                 memory_mib,
                 scope,
+                private_ipv4,
                 used_vcpus_milli,
                 used_memory_mib,
             };
@@ -145,12 +152,17 @@ fn apply_inner(
         }
         Command::EnforceStateTimeLimits => {
             for (id, reason) in due_state_time_limits(state, now) {
+                let reason_text =
+                    format!("Canceled by JobStateTimeLimit action due to reason: {reason}");
+                if state.job(&id).is_some_and(|j| j.array.is_some()) {
+                    // The array's unborn children are the ones waiting: cancel them all.
+                    arrays::close(state, &id, reason_text, arrays::Stop::Cancel, now, changes);
+                    continue;
+                }
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();
                 job.status = JobStatus::Failed;
                 job.is_cancelled = true;
-                job.status_reason = Some(format!(
-                    "Canceled by JobStateTimeLimit action due to reason: {reason}"
-                ));
+                job.status_reason = Some(reason_text);
                 state.put_job(job);
                 changes.dirty.push(Key::Job(id));
             }
@@ -158,6 +170,10 @@ fn apply_inner(
         }
         Command::EnforceTimeouts => {
             for id in due_timeouts(state, now) {
+                if state.jobs[&id].multinode.is_some() {
+                    multinode::stop_gang(state, &id, REASON_TIMEOUT.to_string(), changes);
+                    continue;
+                }
                 let mut job = (**state.job(&id).expect("due jobs exist")).clone();
                 let attempt = job.current.as_ref().expect("a RUNNING job has an attempt");
                 changes.effects.push(Effect::Agent {
@@ -165,7 +181,7 @@ fn apply_inner(
                     instruction: AgentInstruction::Stop {
                         job_id: id.clone(),
                         attempt_id: attempt.id.clone(),
-                        grace_ms: STOP_GRACE_MS,
+                        grace_ms: state.stop_grace_ms(&attempt.compute_environment),
                     },
                 });
                 job.stop_reason = Some(REASON_TIMEOUT.to_string());

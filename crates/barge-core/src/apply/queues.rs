@@ -131,6 +131,7 @@ pub(super) fn update_job_queue(
 pub(super) fn delete_job_queue(
     state: &mut State,
     reference: &str,
+    now: i64,
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
     let name = find_queue_name(state, reference)?;
@@ -153,7 +154,7 @@ pub(super) fn delete_job_queue(
             .map(|s| s.iter().map(|(_, id)| id.clone()).collect())
             .unwrap_or_default();
         for id in ids {
-            terminate_job(state, &id, reason.clone(), changes)?;
+            terminate_job(state, &id, reason.clone(), now, changes)?;
         }
     }
     state.job_queues.remove(&name);

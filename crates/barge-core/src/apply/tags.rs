@@ -9,6 +9,13 @@ pub(super) fn check_tags(tags: &Tags) -> Result<(), CoreError> {
             tags.len()
         )));
     }
+    if let Some(v) = tags.get(STOP_GRACE_TAG) {
+        if crate::state::parse_stop_grace_seconds(v).is_none() {
+            return Err(CoreError::Invalid(format!(
+                "tag {STOP_GRACE_TAG} must be a whole number of seconds from 0 to {STOP_GRACE_SECONDS_MAX}, not {v:?}"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -72,7 +72,12 @@ fn index(shares: &mut ShareIndex, job: &Job, add: bool) {
     let Some(id) = &job.share_identifier else {
         return;
     };
-    if job.status == JobStatus::Runnable {
+    // An array parent whose unborn children are RUNNABLE stands for them in its share's order
+    // (the scheduler takes its children in index order when its turn comes).
+    let waiting_array = job.array.as_ref().is_some_and(|a| {
+        !a.has_child_dependencies() && crate::arrays::unborn_status(job) == JobStatus::Runnable
+    });
+    if job.status == JobStatus::Runnable || waiting_array {
         let key: RunnableKey = (
             Reverse(job.scheduling_priority.unwrap_or(0)),
             job.seq,

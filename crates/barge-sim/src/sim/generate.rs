@@ -2,12 +2,30 @@
 //! state and the small name pools, so that names collide and references go stale.
 
 use barge_core::arn::{name_from_reference, ResourceKind};
+use barge_core::arrays::child_id;
 use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate, SubmitJob};
+use barge_core::dependencies::{N_TO_N, SEQUENTIAL};
 use barge_core::model::*;
 use barge_core::Command;
 use serde_json::Map;
 
 use super::*;
+
+/// The share of submissions that are array jobs, in percent.
+const ARRAY_PERCENT: u64 = 15;
+/// Array sizes are 2..=ARRAY_SMALL_MAX, except now and then one of ARRAY_LARGE children, to
+/// show that children cost nothing until they are born.
+pub(super) const ARRAY_SMALL_MAX: i64 = 12;
+pub(super) const ARRAY_LARGE: u32 = 5_000;
+/// The share of arrays that are large, in percent.
+const ARRAY_LARGE_PERCENT: u64 = 2;
+
+fn dep(job_id: Option<String>, kind: Option<&str>) -> JobDependency {
+    JobDependency {
+        job_id,
+        kind: kind.map(str::to_string),
+    }
+}
 
 impl Sim {
     pub(super) fn ce_ref(&mut self) -> String {
@@ -87,6 +105,69 @@ impl Sim {
         }
         let i = self.rng.index(self.acked.len());
         self.acked.keys().nth(i).expect("in range").clone()
+    }
+
+    /// An acknowledged array parent, mostly one that has not finished.
+    pub(super) fn array_ref(&mut self) -> Option<String> {
+        if self.arrays.is_empty() {
+            return None;
+        }
+        let open: Vec<&String> = self
+            .arrays
+            .iter()
+            .filter(|id| self.acked.get(*id).is_some_and(|s| !s.is_terminal()))
+            .collect();
+        if !open.is_empty() && self.rng.chance(75) {
+            let i = self.rng.index(open.len());
+            return Some(open[i].clone());
+        }
+        Some(self.rng.pick(&self.arrays).clone())
+    }
+
+    /// A child id of an acknowledged array: one already born, the next the scheduler would
+    /// take, any index (mostly unborn in a large array), or one past the end.
+    pub(super) fn child_ref(&mut self) -> String {
+        let Some(parent) = self.array_ref() else {
+            return "job-missing:0".into();
+        };
+        let size = self
+            .state
+            .job(&parent)
+            .and_then(|p| p.array.as_ref())
+            .map_or(2, |a| a.size);
+        let index = self.state.array_index(&parent);
+        let born = index.map_or(0, |i| i.born.len());
+        let cursor = index.map_or(0, |i| i.cursor);
+        let i = match self.rng.below(10) {
+            0..=3 if born > 0 => {
+                let k = self.rng.index(born);
+                let index = self.state.array_index(&parent).expect("born > 0");
+                *index.born.iter().nth(k).expect("in range")
+            }
+            4 => cursor,
+            5 => size,
+            _ => self.rng.below(u64::from(size)) as u32,
+        };
+        child_id(&parent, i)
+    }
+
+    /// What a cancel or terminate names: any job, an array parent, or one array child.
+    pub(super) fn stop_ref(&mut self) -> (String, Target) {
+        if !self.arrays.is_empty() && self.rng.chance(35) {
+            if self.rng.chance(60) {
+                return (self.child_ref(), Target::ArrayChild);
+            }
+            if let Some(id) = self.array_ref() {
+                return (id, Target::ArrayParent);
+            }
+        }
+        let id = self.job_ref();
+        let target = if self.state.job(&id).is_some_and(|j| j.array.is_some()) {
+            Target::ArrayParent
+        } else {
+            Target::Job
+        };
+        (id, target)
     }
 
     pub(super) fn arn_ref(&mut self) -> String {
@@ -294,6 +375,14 @@ impl Sim {
         }
         if self.rng.chance(20) {
             ce.tags = self.tags();
+            if valid.is_some() {
+                // Setup must succeed: no more tags than a resource may hold.
+                let keep = barge_core::limits::TAGS_PER_RESOURCE_MAX.min(3);
+                ce.tags = std::mem::take(&mut ce.tags)
+                    .into_iter()
+                    .take(keep)
+                    .collect();
+            }
         }
         Planned {
             what: format!(
@@ -487,6 +576,9 @@ impl Sim {
 
     /// A RegisterJobDefinition; `valid` (setup) builds a valid container definition.
     pub(super) fn gen_register_def(&mut self, valid: Option<&str>) -> Planned {
+        if self.rng.chance(20) {
+            return self.gen_multinode_def(valid);
+        }
         let name = valid.map_or_else(|| self.rng.pick(&DEF_NAMES).to_string(), str::to_string);
         let mut container = ContainerProperties {
             image: Some("busybox".into()),
@@ -574,6 +666,153 @@ impl Sim {
         }
     }
 
+    /// A container for a node range: small resources (so gangs of a few nodes fit the hosts
+    /// now and then), sometimes none (Barge's defaults).
+    fn node_container(&mut self) -> ContainerProperties {
+        let mut c = ContainerProperties {
+            image: Some("busybox".into()),
+            command: Some(vec!["mpirun".into(), "Ref::word".into()]),
+            ..Default::default()
+        };
+        if self.rng.chance(85) {
+            c.resource_requirements = Some(vec![
+                ResourceRequirement {
+                    kind: "VCPU".into(),
+                    value: self.rng.pick(&["0.25", "0.5", "1"]).to_string(),
+                },
+                ResourceRequirement {
+                    kind: "MEMORY".into(),
+                    value: self.rng.pick(&["128", "256", "512"]).to_string(),
+                },
+            ]);
+        }
+        c
+    }
+
+    /// A RegisterJobDefinition of type multinode: 1–4 nodes in one of AWS's range layouts;
+    /// unless `valid`, now and then a broken one (gaps, partial overlaps, a main node past
+    /// the end, no nodes, no nodeProperties).
+    pub(super) fn gen_multinode_def(&mut self, valid: Option<&str>) -> Planned {
+        let name = valid.map_or_else(|| self.rng.pick(&DEF_NAMES).to_string(), str::to_string);
+        let n = self.rng.range(1, 4);
+        let main = self.rng.range(0, n - 1);
+        let layouts: Vec<Vec<String>> = if n == 1 {
+            vec![vec![":".into()], vec!["0".into()]]
+        } else {
+            let k = self.rng.range(1, n - 1);
+            vec![
+                vec![":".into()],
+                vec!["0".into(), "1:".into()],
+                vec![format!(":{}", k - 1), format!("{k}:")],
+                vec![":".into(), format!("{k}")],
+                vec![format!("0:{}", n - 1), "0".into(), format!("{k}:")],
+            ]
+        };
+        let mut targets = self.rng.pick(&layouts).clone();
+        let mut num_nodes = n;
+        let mut main_node = main;
+        let mut broken = "";
+        if valid.is_none() && self.rng.chance(15) {
+            match self.rng.below(5) {
+                0 => {
+                    targets = vec!["0".into(), format!("{}:", (n + 1).min(3))];
+                    num_nodes = 4;
+                    broken = " (gap)";
+                }
+                1 => {
+                    targets = vec!["0:2".into(), "1:3".into()];
+                    num_nodes = 4;
+                    broken = " (overlap)";
+                }
+                2 => {
+                    main_node = n;
+                    broken = " (main past the end)";
+                }
+                3 => {
+                    num_nodes = 0;
+                    broken = " (no nodes)";
+                }
+                _ => broken = " (no nodeProperties)",
+            }
+        }
+        let ranges = targets
+            .iter()
+            .map(|t| barge_core::multinode::NodeRangeProperty {
+                target_nodes: t.clone(),
+                container: Some(self.node_container()),
+                other: Map::new(),
+            })
+            .collect();
+        let node_properties =
+            (broken != " (no nodeProperties)").then_some(barge_core::multinode::NodeProperties {
+                num_nodes,
+                main_node,
+                node_range_properties: ranges,
+            });
+        let retry_strategy = self.rng.chance(60).then(|| self.retry_strategy());
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert("word".to_string(), "hello".to_string());
+        Planned {
+            what: format!(
+                "register job definition {name} (multinode, {num_nodes} nodes, main {main_node}, ranges {targets:?}{broken}, attempts {:?})",
+                retry_strategy.as_ref().and_then(|r| r.attempts)
+            ),
+            command: Command::RegisterJobDefinition(JobDefinition {
+                name,
+                revision: 0,
+                status: DefinitionStatus::Active,
+                kind: "multinode".into(),
+                parameters,
+                scheduling_priority: None,
+                container_properties: None,
+                node_properties,
+                retry_strategy,
+                timeout: self.rng.chance(20).then(|| JobTimeout {
+                    attempt_duration_seconds: Some(self.rng.range(60, 120) as u64),
+                }),
+                propagate_tags: None,
+                platform_capabilities: None,
+                tags: Tags::new(),
+                other: Map::new(),
+            }),
+            note: Note::Plain,
+        }
+    }
+
+    /// nodeOverrides for a submission: a new size now and then, and overrides of a range of
+    /// nodes (sometimes naming nodes the job does not have).
+    fn node_overrides(&mut self) -> barge_core::multinode::NodeOverrides {
+        let mut o = barge_core::multinode::NodeOverrides::default();
+        if self.rng.chance(40) {
+            o.num_nodes = Some(self.rng.range(0, 5));
+        }
+        if self.rng.chance(60) {
+            let target = self
+                .rng
+                .pick(&["0", "1:", ":", ":1", "2", "0:1", "9"])
+                .to_string();
+            let mut c = ContainerOverrides::default();
+            if self.rng.chance(50) {
+                c.command = Some(vec!["worker".into()]);
+            }
+            if self.rng.chance(40) {
+                c.resource_requirements = self.requirements();
+            }
+            if self.rng.chance(5) {
+                c.environment = Some(vec![KeyValuePair {
+                    name: Some("AWS_BATCH_JOB_NODE_INDEX".into()),
+                    value: Some("7".into()),
+                }]);
+            }
+            o.node_property_overrides = Some(vec![barge_core::multinode::NodePropertyOverride {
+                target_nodes: target,
+                container_overrides: Some(c),
+                other: Map::new(),
+            }]);
+        }
+        o
+    }
+
     /// 1–3 attempts, sometimes with evaluateOnExit rules over what the simulated agents report.
     pub(super) fn retry_strategy(&mut self) -> RetryStrategy {
         let attempts = Some(self.rng.range(1, 3) as u32);
@@ -656,7 +895,15 @@ impl Sim {
             definition: self.def_ref(),
             ..Default::default()
         };
-        if self.rng.chance(30) {
+        let multinode = self
+            .state
+            .latest_active_definition(&s.definition)
+            .is_some_and(|d| d.kind == "multinode");
+        if self.rng.chance(if multinode { 50 } else { 3 }) {
+            s.node_overrides = Some(self.node_overrides());
+        }
+        // Container overrides are refused for multi-node jobs: rarely try.
+        if self.rng.chance(if multinode { 3 } else { 30 }) {
             let mut o = ContainerOverrides::default();
             if self.rng.chance(10) {
                 o.vcpus = Some(self.rng.range(0, 2));
@@ -697,10 +944,12 @@ impl Sim {
         }
         if self.rng.chance(15) {
             for _ in 0..self.rng.range(1, 3) {
-                s.depends_on.push(JobDependency {
-                    job_id: Some(self.job_ref()),
-                    kind: None,
-                });
+                // Now and then the whole of an array: its parent.
+                let id = match self.array_ref() {
+                    Some(id) if self.rng.chance(35) => id,
+                    _ => self.job_ref(),
+                };
+                s.depends_on.push(dep(Some(id), None));
             }
         }
         // A shareIdentifier when the queue has a policy, mostly; now and then the wrong way.
@@ -717,26 +966,49 @@ impl Sim {
         if self.rng.chance(30) {
             s.scheduling_priority_override = Some(self.rng.range(0, 9));
         }
-        if self.rng.chance(1) {
-            // Array dependency types are refused until array jobs exist.
-            s.depends_on.push(JobDependency {
-                job_id: Some(self.job_ref()),
-                kind: Some("N_TO_N".into()),
-            });
+        let mut note = Note::Submit(job_id.clone());
+        let mut array = String::new();
+        if self.rng.chance(2) {
+            // One array child, born or not: depend on the array, or N_TO_N on its children.
+            let child = self.child_ref();
+            s.depends_on.push(dep(Some(child.clone()), None));
+            array = format!(" after child {child}");
+            note = Note::MustRefuse(job_id.clone());
+        } else if self.rng.chance(1) {
+            // SEQUENTIAL and N_TO_N order the children of an array; a plain job has none.
+            let kind = *self.rng.pick(&[SEQUENTIAL, N_TO_N]);
+            let target = (kind == N_TO_N).then(|| self.job_ref());
+            s.depends_on.push(dep(target, Some(kind)));
+            array = format!(" (not an array) {kind}");
+            note = Note::MustRefuse(job_id.clone());
+        } else if self.rng.chance(ARRAY_PERCENT) {
+            let (shape, valid) = self.gen_array(&mut s);
+            array = shape;
+            if !valid {
+                note = Note::MustRefuse(job_id.clone());
+            }
         }
         Planned {
             what: format!(
-                "submit {job_id} to {} with {}{}{}{}",
+                "submit {job_id}{array} to {} with {}{}{}{}",
                 s.queue,
                 s.definition,
                 match (&s.share_identifier, s.scheduling_priority_override) {
                     (None, None) => String::new(),
                     (share, priority) => format!(" share {share:?} priority {priority:?}"),
                 },
-                if s.container_overrides.is_some() {
-                    " +overrides"
-                } else {
-                    ""
+                match (&s.container_overrides, &s.node_overrides) {
+                    (Some(_), _) => " +overrides".to_string(),
+                    (None, Some(o)) => format!(
+                        " +nodeOverrides numNodes {:?} targets {:?}",
+                        o.num_nodes,
+                        o.node_property_overrides
+                            .iter()
+                            .flatten()
+                            .map(|p| p.target_nodes.as_str())
+                            .collect::<Vec<_>>()
+                    ),
+                    (None, None) => String::new(),
                 },
                 match &s.retry_strategy {
                     Some(r) => format!(" attempts {:?}", r.attempts),
@@ -744,7 +1016,114 @@ impl Sim {
                 }
             ),
             command: Command::SubmitJob(Box::new(s)),
-            note: Note::Submit(job_id),
+            note,
+        }
+    }
+
+    /// Makes `s` an array job: plain, SEQUENTIAL, N_TO_N on an acknowledged array of the same
+    /// size (with or without SEQUENTIAL), or invalid. Returns how it reads in the history, and
+    /// false when it is invalid whatever the state, so it must be refused.
+    pub(super) fn gen_array(&mut self, s: &mut SubmitJob) -> (String, bool) {
+        let size = if self.rng.chance(ARRAY_LARGE_PERCENT) {
+            ARRAY_LARGE
+        } else {
+            self.rng.range(2, ARRAY_SMALL_MAX) as u32
+        };
+        s.array_size = Some(size);
+        let sequential = dep(None, Some(SEQUENTIAL));
+        match self.rng.weighted(&[40, 25, 18, 4, 13]) {
+            0 => (format!(" array of {size}"), true),
+            1 => {
+                s.depends_on.push(sequential);
+                (format!(" SEQUENTIAL array of {size}"), true)
+            }
+            kind @ (2 | 3) => {
+                let Some(other) = self.array_ref() else {
+                    return (format!(" array of {size}"), true);
+                };
+                let size = self.array_size(&other);
+                s.array_size = Some(size);
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                if kind == 3 {
+                    s.depends_on.push(sequential);
+                }
+                (
+                    format!(
+                        " {}array of {size} N_TO_N on {other}",
+                        if kind == 3 { "SEQUENTIAL " } else { "" }
+                    ),
+                    true,
+                )
+            }
+            _ => self.gen_invalid_array(s),
+        }
+    }
+
+    fn array_size(&self, id: &str) -> u32 {
+        self.state
+            .job(id)
+            .and_then(|j| j.array.as_ref())
+            .map_or(0, |a| a.size)
+    }
+
+    /// An array submission that must be refused.
+    fn gen_invalid_array(&mut self, s: &mut SubmitJob) -> (String, bool) {
+        let plain: Vec<String> = self
+            .acked
+            .keys()
+            .filter(|id| self.state.job(id).is_some_and(|j| j.array.is_none()))
+            .cloned()
+            .collect();
+        let size = s.array_size.unwrap_or(2);
+        match self.rng.below(7) {
+            1 => {
+                let size = self.state.config.array_size_max + 1;
+                s.array_size = Some(size);
+                (format!(" array of {size} (too large)"), false)
+            }
+            2 if !plain.is_empty() => {
+                let other = self.rng.pick(&plain).clone();
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                (
+                    format!(" array of {size} N_TO_N on {other} (not an array)"),
+                    false,
+                )
+            }
+            3 if !self.arrays.is_empty() => {
+                let other = self.array_ref().expect("not empty");
+                let other_size = self.array_size(&other);
+                let size = if other_size > 2 && self.rng.chance(50) {
+                    other_size - 1
+                } else {
+                    other_size + 1
+                };
+                s.array_size = Some(size);
+                s.depends_on.push(dep(Some(other.clone()), Some(N_TO_N)));
+                (
+                    format!(" array of {size} N_TO_N on {other} of {other_size}"),
+                    false,
+                )
+            }
+            4 if !self.arrays.is_empty() => {
+                // A child, born (a job, not an array) or not (not a job at all).
+                let child = self.child_ref();
+                s.depends_on.push(dep(Some(child.clone()), Some(N_TO_N)));
+                (format!(" array of {size} N_TO_N on child {child}"), false)
+            }
+            5 => {
+                let target = self.job_ref();
+                s.depends_on.push(dep(Some(target), Some("ALL")));
+                (format!(" array of {size} with dependency type ALL"), false)
+            }
+            6 => {
+                s.depends_on.push(dep(None, Some(N_TO_N)));
+                (format!(" array of {size} N_TO_N without a jobId"), false)
+            }
+            _ => {
+                let size = self.rng.range(0, 1) as u32;
+                s.array_size = Some(size);
+                (format!(" array of {size} (too small)"), false)
+            }
         }
     }
 }

@@ -162,6 +162,10 @@ impl Sim {
                     let mut s = spec.clone();
                     s.job_id = job_id.clone();
                     s.name = format!("name-{job_id}");
+                    // Many small arrays, never many large ones.
+                    if s.array_size.unwrap_or(0) > generate::ARRAY_SMALL_MAX as u32 {
+                        s.array_size = Some(self.rng.range(2, generate::ARRAY_SMALL_MAX) as u32);
+                    }
                     planned.push(Planned {
                         // One history line for the whole burst, below.
                         what: String::new(),
@@ -278,25 +282,25 @@ impl Sim {
             StepKind::DeregisterDef => self.gen_deregister_def(),
             StepKind::Submit => self.gen_submit(),
             StepKind::Cancel => {
-                let job_id = self.job_ref();
+                let (job_id, target) = self.stop_ref();
                 Planned {
                     what: format!("cancel {job_id}"),
                     command: Command::CancelJob {
                         job_id,
                         reason: "cancelled by the simulator".into(),
                     },
-                    note: Note::Plain,
+                    note: Note::Stop(target),
                 }
             }
             StepKind::Terminate => {
-                let job_id = self.job_ref();
+                let (job_id, target) = self.stop_ref();
                 Planned {
                     what: format!("terminate {job_id}"),
                     command: Command::TerminateJob {
                         job_id,
                         reason: "terminated by the simulator".into(),
                     },
-                    note: Note::Plain,
+                    note: Note::Stop(target),
                 }
             }
             StepKind::Tag => self.gen_tag(),
@@ -337,6 +341,7 @@ impl Sim {
                 vcpus_milli: h.vcpus_milli,
                 memory_mib: h.memory_mib,
                 scope: h.scope.clone(),
+                private_ipv4: Some(format!("10.0.0.{}", host + 1)),
             },
             note: Note::MustSucceed,
         }
@@ -527,13 +532,23 @@ impl Sim {
                         "{}@{}/{} as {}",
                         p.job_id, p.compute_environment, p.agent_id, p.attempt_id
                     ))
+                    .chain(plan.gangs.iter().map(|g| format!(
+                        "gang {}@{} [{}]",
+                        g.job_id,
+                        g.compute_environment,
+                        g.nodes
+                            .iter()
+                            .map(|n| format!("#{}/{} as {}", n.index, n.agent_id, n.attempt_id))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
             note: Note::Pass {
                 admit: plan.admit.iter().cloned().collect(),
                 fresh,
-                proposed: plan.placements.len(),
+                proposed: plan.placements.len() + plan.gangs.len(),
             },
             command: Command::SchedulerPass(plan),
         }
@@ -713,6 +728,32 @@ impl Sim {
         // Equal jobs and sound indexes on both sides mean equal counts; the usage counters are
         // compared too, since placement trusts them.
         self.check(check_indexes(rebuilt))?;
+        self.check(check_arrays(rebuilt))?;
+        for parent in before.jobs.values().filter(|j| j.array.is_some()) {
+            let (a, b) = (
+                before.array_index(&parent.id),
+                rebuilt.array_index(&parent.id),
+            );
+            let same = match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.born == b.born
+                        && a.counts == b.counts
+                        && a.cursor == b.cursor
+                        && a.last_update_ms == b.last_update_ms
+                }
+                _ => false,
+            };
+            if !same {
+                return self.violation(
+                    RESTART,
+                    format!(
+                        "array {}'s index differs after reload: {a:?} became {b:?}",
+                        parent.id
+                    ),
+                );
+            }
+        }
         for name in before.compute_environments.keys() {
             if rebuilt.ce_used_vcpus_milli(name) != before.ce_used_vcpus_milli(name) {
                 return self.violation(
@@ -780,7 +821,51 @@ impl Sim {
             self.run_batch(planned, true)?;
             self.check_model()?;
         }
-        let rounds_max = 2 * self.state.jobs.len() + 8;
+        // A large array would take thousands of rounds: it is cancelled (or terminated) here,
+        // which its unborn children must survive as FAILED in one step, without being born.
+        let large: Vec<String> = self
+            .arrays
+            .iter()
+            .filter(|id| {
+                self.state.job(id).is_some_and(|p| {
+                    !p.status.is_terminal()
+                        && p.array.as_ref().is_some_and(|a| {
+                            a.closed.is_none() && a.size > generate::ARRAY_SMALL_MAX as u32 * 2
+                        })
+                })
+            })
+            .cloned()
+            .collect();
+        for job_id in large {
+            let terminate = self.rng.chance(50);
+            let reason = "the drain stops large arrays".to_string();
+            self.run_one(Planned {
+                what: format!(
+                    "{} large array {job_id}",
+                    if terminate { "terminate" } else { "cancel" }
+                ),
+                command: if terminate {
+                    Command::TerminateJob { job_id, reason }
+                } else {
+                    Command::CancelJob { job_id, reason }
+                },
+                note: Note::MustSucceed,
+            })
+            .map(drop)?;
+            self.check_model()?;
+        }
+        let unborn_open: usize = self
+            .arrays
+            .iter()
+            .filter_map(|id| self.state.job(id))
+            .filter(|p| !p.status.is_terminal())
+            .filter_map(|p| {
+                let array = p.array.as_ref()?;
+                let born = self.state.array_index(&p.id).map_or(0, |i| i.born.len());
+                Some((array.size as usize).saturating_sub(born))
+            })
+            .sum();
+        let rounds_max = 2 * (self.state.jobs.len() + unborn_open) + 8;
         for _ in 0..rounds_max {
             self.summary.drain_rounds += 1;
             self.deliver(self.outbox.len())?;
@@ -815,10 +900,14 @@ impl Sim {
                 self.run_batch(planned, true)?;
             }
             let pass = self.gen_pass();
+            // A stale plan proposing nothing says nothing about the state now: only a fresh
+            // plan that finds nothing to do ends the drain.
             let proposed = match &pass.note {
                 Note::Pass {
-                    admit, proposed, ..
-                } => admit.len() + proposed,
+                    admit,
+                    proposed,
+                    fresh,
+                } => admit.len() + proposed + usize::from(!fresh),
                 _ => 0,
             };
             self.run_one(pass).map(drop)?;
@@ -830,7 +919,32 @@ impl Sim {
             }
         }
         for job in jobs_sorted(&self.state) {
+            if job.node.is_some() {
+                // Counted with their job.
+                continue;
+            }
+            if job.array.is_some() {
+                match job.status {
+                    JobStatus::Succeeded => self.summary.arrays_succeeded += 1,
+                    JobStatus::Failed => self.summary.arrays_failed += 1,
+                    _ => {}
+                }
+            }
+            let after_array = job.depends_on.iter().any(|d| {
+                d.kind.is_none()
+                    && d.job_id
+                        .as_ref()
+                        .and_then(|id| self.state.job(id))
+                        .is_some_and(|dep| dep.array.is_some())
+            });
+            if after_array && job.status == JobStatus::Succeeded {
+                self.summary.array_dependents_ran += 1;
+            }
             match job.status {
+                JobStatus::Succeeded if job.multinode.is_some() => {
+                    self.summary.jobs_succeeded += 1;
+                    self.summary.multinode_succeeded += 1;
+                }
                 JobStatus::Succeeded => self.summary.jobs_succeeded += 1,
                 JobStatus::Failed => {
                     self.summary.jobs_failed += 1;
