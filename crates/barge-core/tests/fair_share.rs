@@ -480,3 +480,38 @@ fn why_tells_where_the_share_stands() {
         d.unblock
     );
 }
+
+#[test]
+fn array_children_are_dispatched_by_their_share() {
+    let mut w = World::new(2, &[("light", Some(2500)), ("heavy", None)], None);
+    // One big array per share: their unborn children wait in the share's order by the parent.
+    for share in ["heavy", "light"] {
+        w.next_id += 1;
+        w.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: format!("arr-{share}"),
+            name: "a".into(),
+            queue: "fq".into(),
+            definition: "d".into(),
+            share_identifier: Some(share.into()),
+            array_size: Some(10_000),
+            ..Default::default()
+        })));
+    }
+    let mut dispatched = std::collections::BTreeMap::<String, usize>::new();
+    let mut running: Vec<AttemptSpec> = Vec::new();
+    while dispatched.values().sum::<usize>() < 400 {
+        for spec in w.schedule() {
+            let parent = spec.job_id.split(':').next().unwrap().to_string();
+            assert_eq!(w.share_of(&spec.job_id), w.share_of(&parent), "children keep the share");
+            *dispatched.entry(parent).or_default() += 1;
+            running.push(spec);
+        }
+        if !running.is_empty() {
+            let done = running.remove(0);
+            w.finish(&done, 10_000);
+        }
+    }
+    let heavy = dispatched["arr-heavy"] as f64;
+    let light = dispatched["arr-light"] as f64;
+    assert!((3.6..=4.4).contains(&(light / heavy)), "{dispatched:?}");
+}
