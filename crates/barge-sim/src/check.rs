@@ -35,6 +35,7 @@ pub const WAITING_REASON: &str = "every waiting job says why";
 pub const NO_PANIC: &str = "the core never panics";
 pub const DEPENDENCY_ORDER: &str = "dependency order respected";
 pub const QUEUE_ORDER: &str = "each queue dispatches in its order";
+pub const QUEUE_PRIORITY: &str = "a higher-priority queue is not passed over by a lower one";
 pub const SHARE_WEIGHTS: &str = "share weights are honoured";
 pub const GANG: &str = "gang all-or-none";
 pub const ARRAY_CHILDREN: &str = "no array child lost";
@@ -2410,6 +2411,69 @@ pub fn check_queue_order(prev: &State, next: &State) -> Result<(), Violation> {
                         ),
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a scheduling pass planned on exactly `prev`: no job of a lower-priority queue was
+/// placed on a compute environment while the job at the head of a higher-priority queue that
+/// uses that environment, and needs no more (vCPUs, memory, GPUs), was left waiting: queues
+/// are served in descending priority, and the head of a queue is always looked at. Queues that
+/// reserve capacity (computeReservation) and multi-node heads (gangs need more than their
+/// own resources say) are left out.
+pub fn check_queue_priority(prev: &State, next: &State) -> Result<(), Violation> {
+    let live = |s: &State, id: &str| job_view(s, id).is_some_and(|j| j.current.is_some());
+    let mut placed: Vec<(&Job, &str)> = Vec::new();
+    for job in next.jobs.values() {
+        if let Some(a) = &job.current {
+            if job.node.is_none() && !live(prev, &job.id) {
+                placed.push((&**job, a.compute_environment.as_str()));
+            }
+        }
+    }
+    if placed.is_empty() {
+        return Ok(());
+    }
+    for high in prev.job_queues.values() {
+        let reserves = high
+            .scheduling_policy_arn
+            .as_deref()
+            .and_then(|arn| prev.scheduling_policies.get(arn.rsplit('/').next()?))
+            .and_then(|p| p.fairshare_policy.as_ref())
+            .is_some_and(|f| f.compute_reservation.unwrap_or(0) > 0);
+        if reserves {
+            continue;
+        }
+        let Some((head_id, _)) = barge_core::scheduler::front_of_queue(prev, high, 1).pop() else {
+            continue;
+        };
+        let Some(head) = job_view(prev, &head_id) else {
+            continue;
+        };
+        if head.multinode.is_some() || live(next, &head_id) {
+            continue;
+        }
+        for (y, ce) in &placed {
+            let Some(low) = prev.job_queues.get(&y.queue) else {
+                continue;
+            };
+            let shared = high
+                .compute_environment_order
+                .iter()
+                .any(|o| o.compute_environment == *ce);
+            let smaller = head.resources.vcpus_milli <= y.resources.vcpus_milli
+                && head.resources.memory_mib <= y.resources.memory_mib
+                && head.resources.gpus <= y.resources.gpus;
+            if high.priority > low.priority && shared && smaller {
+                return fail(
+                    QUEUE_PRIORITY,
+                    format!(
+                        "job {} of job queue {} (priority {}) was placed on {ce} while job {head_id}, at the head of job queue {} (priority {}) and needing no more, was left waiting",
+                        y.id, low.name, low.priority, high.name, high.priority
+                    ),
+                );
             }
         }
     }

@@ -693,6 +693,7 @@ impl Sim {
                 }
                 if *fresh {
                     self.check(check_queue_order(&prev, work))?;
+                    self.check(check_queue_priority(&prev, work))?;
                 }
                 if *fresh && placed != *proposed {
                     return self.violation(

@@ -1228,3 +1228,67 @@ fn submit_checker_catches_an_invalid_array_accepted() {
         check_unchanged(&prev, &s).expect("a refused array changes nothing");
     }
 }
+
+#[test]
+fn queue_priority_checker_catches_a_lower_queue_served_first() {
+    let mut prev = base();
+    // A second queue of higher priority on the same environment, with one RUNNABLE job.
+    let mut high = (**prev.job_queues.get("q").unwrap()).clone();
+    high.name = "hi".into();
+    high.priority = 10;
+    ok(&mut prev, Command::CreateJobQueue(high));
+    let s = SubmitJob {
+        job_id: "h1".into(),
+        name: "h1".into(),
+        queue: "hi".into(),
+        definition: "d".into(),
+        ..Default::default()
+    };
+    ok(&mut prev, Command::SubmitJob(Box::new(s)));
+    ok(
+        &mut prev,
+        Command::SchedulerPass(barge_core::Plan {
+            admit: vec!["h1".into()],
+            placements: vec![],
+            gangs: vec![],
+        }),
+    );
+    // j1 ends: one vCPU is free, and both j3 (priority 1) and h1 (priority 10) could take it.
+    ok(
+        &mut prev,
+        Command::AgentReports {
+            agent_id: "a1".into(),
+            reports: vec![exited("j1", "att-1", 0)],
+        },
+    );
+    let placement = |job: &str| barge_core::command::Placement {
+        job_id: job.into(),
+        compute_environment: "ce".into(),
+        agent_id: "a1".into(),
+        attempt_id: format!("att-{job}"),
+    };
+    let pass = |job: &str| {
+        let mut next = prev.clone();
+        ok(
+            &mut next,
+            Command::SchedulerPass(barge_core::Plan {
+                admit: vec![],
+                placements: vec![placement(job)],
+                gangs: vec![],
+            }),
+        );
+        next
+    };
+    violated(check_queue_priority(&prev, &pass("j3")), QUEUE_PRIORITY);
+    check_queue_priority(&prev, &pass("h1")).expect("the higher queue first");
+    // The real scheduler serves the higher queue.
+    let mut real = prev.clone();
+    let mut n = 0;
+    let plan = scheduler::plan(&real, &mut || {
+        n += 1;
+        format!("att-real-{n}")
+    });
+    ok(&mut real, Command::SchedulerPass(plan));
+    assert_eq!(real.job("h1").unwrap().status, JobStatus::Starting);
+    check_queue_priority(&prev, &real).expect("the scheduler's own pass");
+}
