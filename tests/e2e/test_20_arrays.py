@@ -205,11 +205,12 @@ def test_unknown_array_members_are_refused(server):
     assert "bogus" in assert_client_exception(resp)
 
 
-def test_the_array_bound_is_the_operators(server_factory):
-    import boto3  # noqa: F401  (the client comes from the helper)
+def test_the_bounds_are_the_operators(server_factory):
+    """barge up --array-size-max and --depends-on-max replace Barge's defaults (1,000,000 and
+    1,000; AWS: 10,000 and 20)."""
     from barge_helpers import batch_client
 
-    srv = server_factory(extra_args=["--array-size-max", "20000"])
+    srv = server_factory(extra_args=["--array-size-max", "20000", "--depends-on-max", "2"])
     b = batch_client(srv)
     jd = register_jobdef(b, ["true"])["jobDefinitionArn"]
     ok = submit(b, "default", jd, arrayProperties={"size": 20000})["jobId"]
@@ -218,6 +219,11 @@ def test_the_array_bound_is_the_operators(server_factory):
         submit(b, "default", jd, arrayProperties={"size": 20001})
     assert "between 2 and 20000" in e.value.response["Error"]["Message"]
     b.terminate_job(jobId=ok, reason="cleanup")
+    deps = [submit(b, "default", jd)["jobId"] for _ in range(3)]
+    submit(b, "default", jd, dependsOn=[{"jobId": d} for d in deps[:2]])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        submit(b, "default", jd, dependsOn=[{"jobId": d} for d in deps])
+    assert "at most 2" in e.value.response["Error"]["Message"]
 
 
 def test_barge_why_explains_waiting_children(server, batch):
