@@ -47,10 +47,6 @@ pub fn parse_stop_grace_seconds(value: &str) -> Option<u64> {
         .filter(|s| *s <= STOP_GRACE_SECONDS_MAX)
 }
 
-fn child_id_of(child: &ArrayChild) -> String {
-    crate::arrays::child_id(&child.parent, child.index)
-}
-
 /// The latest of a job's own timestamps: when it last changed, as far as its row tells.
 fn latest_time(job: &Job) -> i64 {
     [
@@ -186,9 +182,9 @@ impl State {
         let child = job.array_child.clone();
         let parent_id = job.array.as_ref().map(|_| job.id.clone());
         let new_status = job.status;
+        let latest = child.as_ref().map(|_| latest_time(&job));
         self.jobs.insert(job.id.clone(), Arc::new(job));
-        if let Some(child) = child {
-            let latest = latest_time(&self.jobs[&child_id_of(&child)]);
+        if let (Some(child), Some(latest)) = (child, latest) {
             self.count_child(&child, old.map(|o| o.status), new_status, latest);
             self.refresh_unborn_runnable(&child.parent);
         }
