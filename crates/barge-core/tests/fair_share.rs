@@ -502,7 +502,11 @@ fn array_children_are_dispatched_by_their_share() {
     while dispatched.values().sum::<usize>() < 400 {
         for spec in w.schedule() {
             let parent = spec.job_id.split(':').next().unwrap().to_string();
-            assert_eq!(w.share_of(&spec.job_id), w.share_of(&parent), "children keep the share");
+            assert_eq!(
+                w.share_of(&spec.job_id),
+                w.share_of(&parent),
+                "children keep the share"
+            );
             *dispatched.entry(parent).or_default() += 1;
             running.push(spec);
         }
