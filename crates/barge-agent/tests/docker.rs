@@ -14,7 +14,8 @@ use barge_agent::{AgentConfig, ControlPlane, ReportError, Runner, RunnerChoice};
 use barge_core::agent::{AgentInstruction, AgentReport, AttemptSpec};
 use tokio::sync::{mpsc, watch};
 
-const IMAGE: &str = "barge-test/busybox:latest";
+/// Its own tag: the end-to-end suite builds a fuller image (applets, a default command).
+const IMAGE: &str = "barge-test/busybox:agent-tests";
 const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 /// Only guards against a hung test.
 const WAIT_MAX: Duration = Duration::from_secs(60);
