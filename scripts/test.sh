@@ -85,6 +85,11 @@ install_system_packages() {
     command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)   # rusqlite builds SQLite from source
     command -v sh >/dev/null 2>&1 || missing+=(dash)
     command -v sleep >/dev/null 2>&1 || missing+=(coreutils)
+    # The Docker runner's tests import a rootfs of a static busybox as their image: no registry
+    # is needed. Only where Docker is installed; without it those tests are skipped.
+    if command -v docker >/dev/null 2>&1 && [[ ! -x /bin/busybox ]]; then
+        missing+=(busybox-static)
+    fi
     if [[ ${#missing[@]} -eq 0 ]]; then
         echo "all system packages present"
         return 0

@@ -58,6 +58,8 @@ impl Server {
             .arg(config.agent_vcpus.to_string())
             .arg("--agent-memory-mib")
             .arg(config.agent_memory_mib.to_string())
+            // The scenarios run host commands (`true`), not images.
+            .args(["--runner", "process"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

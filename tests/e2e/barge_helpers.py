@@ -107,8 +107,12 @@ class BargeServer:
         no_config: bool = False,
         cwd: pathlib.Path | None = None,
         extra_args: list[str] | None = None,
+        runner: str | None = "process",
     ) -> None:
         self.name = name
+        # The suite's jobs are host commands: the process runner unless a test asks for docker
+        # (or for None: barge up's own default, auto).
+        self.runner = runner
         self.extra_args = list(extra_args or [])
         self.data_dir = data_dir
         self.log_path = log_path
@@ -148,12 +152,16 @@ class BargeServer:
                 env["BARGE_AGENT_VCPUS"] = str(self.vcpus)
             if self.memory_mib is not None:
                 env["BARGE_AGENT_MEMORY_MIB"] = str(self.memory_mib)
+            if self.runner is not None:
+                env["BARGE_RUNNER"] = self.runner
         else:
             cmd += ["--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
             if self.vcpus is not None:
                 cmd += ["--agent-vcpus", str(self.vcpus)]
             if self.memory_mib is not None:
                 cmd += ["--agent-memory-mib", str(self.memory_mib)]
+            if self.runner is not None:
+                cmd += ["--runner", self.runner]
         return cmd + self.extra_args, env
 
     def start(self, timeout_s: float = WAIT_S) -> "BargeServer":

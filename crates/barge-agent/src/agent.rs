@@ -12,16 +12,19 @@ use tracing::Instrument;
 use crate::control::ControlPlane;
 use crate::ledger::Ledger;
 use crate::limits::{REPORT_QUEUE_MAX, SHUTDOWN_GRACE_MS, SHUTDOWN_REPORT_FLUSH_MS};
-use crate::runner::process;
+use crate::runner::Runner;
 use crate::{epoch_ms, reporter};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AgentConfig {
-    /// Names this agent in its logs.
+    /// Names this agent in its logs (and its containers' labels).
     pub agent_id: String,
-    /// Where the agent keeps its ledger of running process groups, so that after a crash it
-    /// stops what the previous run left behind. None keeps no ledger.
+    /// Where the agent keeps its ledger of running process groups (`attempts/`), so that after
+    /// a crash it stops what the previous run left behind. None keeps no ledger. The Docker
+    /// runner keeps its home id here too (see [`Runner::choose`]).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Runs every attempt; chosen once, before the agent starts.
+    pub runner: Arc<Runner>,
 }
 
 /// Runs the agent until `instructions` closes, then stops every attempt still running (SIGTERM,
@@ -38,19 +41,15 @@ pub async fn run(
     let span = tracing::info_span!("agent", agent_id = %config.agent_id);
     async {
         become_subreaper();
-        let ledger = Arc::new(Ledger::new(config.state_dir.as_deref()));
+        let ledger_dir = config.state_dir.as_ref().map(|dir| dir.join("attempts"));
+        let ledger = Arc::new(Ledger::new(ledger_dir.as_deref()));
         // Before anything new starts: a previous run that died may have left attempts running
-        // that the control plane has already failed and may retry.
-        let stopped = {
-            let ledger = ledger.clone();
-            tokio::task::spawn_blocking(move || ledger.kill_leftovers())
-                .await
-                .unwrap_or_default()
-        };
+        // (process groups, containers) that the control plane has already failed and may retry.
+        let stopped = config.runner.recover(ledger.clone()).await;
         if !stopped.is_empty() {
             tracing::warn!(attempts = ?stopped, "stopped attempts left running by a previous run");
         }
-        run_loop(control, instructions, ledger).await;
+        run_loop(control, instructions, ledger, config.runner).await;
     }
     .instrument(span)
     .await;
@@ -76,6 +75,7 @@ async fn run_loop(
     control: Arc<dyn ControlPlane>,
     mut instructions: mpsc::UnboundedReceiver<AgentInstruction>,
     ledger: Arc<Ledger>,
+    runner: Arc<Runner>,
 ) {
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE_MAX);
     let reporter = tokio::spawn(reporter::run(control, report_rx).in_current_span());
@@ -101,16 +101,11 @@ async fn run_loop(
                         "attempt", job_id = %spec.job_id, attempt_id = %spec.attempt_id
                     );
                     let attempt_id = spec.attempt_id.clone();
-                    let attempt = process::run(
-                        spec,
-                        report_tx.clone(),
-                        stop_rx,
-                        live_tx.clone(),
-                        ledger.clone(),
-                    );
+                    let (runner, reports, live, ledger) =
+                        (runner.clone(), report_tx.clone(), live_tx.clone(), ledger.clone());
                     attempts.spawn(
                         async move {
-                            attempt.await;
+                            runner.run(spec, reports, stop_rx, live, ledger).await;
                             attempt_id
                         }
                         .instrument(span),

@@ -1,7 +1,8 @@
 //! The Barge agent: the loop that runs attempts on one host. It owns the agent loop (launch and
 //! stop attempts on instruction, stop everything on shutdown), the runners that turn an
-//! [`AttemptSpec`](barge_core::agent::AttemptSpec) into processes (today the process runner:
-//! one process group per attempt, whole-tree kill, no zombies), log shipping, and the one
+//! [`AttemptSpec`](barge_core::agent::AttemptSpec) into running work (the process runner: one
+//! process group per attempt, whole-tree kill, no zombies; the Docker runner: one labelled
+//! container per attempt, always removed), log shipping, and the one
 //! reporter that sends [`AgentReport`](barge_core::agent::AgentReport)s in batches. It talks to
 //! the control plane only through [`ControlPlane`]; it must never know the store, HTTP routes,
 //! the job state machine or scheduling: it runs what it is told and reports what happened.
@@ -16,6 +17,7 @@ mod runner;
 
 pub use agent::{run, AgentConfig};
 pub use control::{ControlPlane, ReportError};
+pub use runner::{Runner, RunnerChoice, RunnerError};
 
 /// Wall-clock time in ms since the Unix epoch, as reports carry it. A clock before 1970 reads
 /// as 0 rather than failing a report.

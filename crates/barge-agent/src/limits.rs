@@ -55,3 +55,22 @@ pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
 /// How long shutdown waits, once every process is gone, for the last reports to be durable. After
 /// that they are dropped: the control plane fails the attempts of a lost agent anyway.
 pub const SHUTDOWN_REPORT_FLUSH_MS: u64 = 10_000;
+
+/// How long the agent waits at start for the Docker socket to answer (ping and version
+/// negotiation). A daemon that does not answer in this time is treated as absent: `auto` falls
+/// back to the process runner instead of hanging `barge up`.
+pub const DOCKER_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// Timeout of one Docker API request, in seconds (bollard's unit). Covers create, start,
+/// inspect, kill and remove; the streams that follow a container (logs, wait) return their
+/// headers at once and are not cut by it. Generous, because a loaded daemon can take seconds.
+pub const DOCKER_REQUEST_TIMEOUT_S: u64 = 120;
+
+/// Longest a missing image may take to pull before the attempt fails with
+/// CannotPullContainerError: an unreachable registry must never hang an attempt.
+pub const DOCKER_PULL_TIMEOUT_MS: u64 = 300_000;
+
+/// Buffer between the Docker log stream and the line reader, per stream (stdout, stderr). When
+/// it is full the log stream is not read further and the daemon keeps the rest in its log
+/// file: memory stays bounded whatever the container writes.
+pub const DOCKER_LOG_PIPE_BYTES: usize = LOG_READ_BUFFER_BYTES;

@@ -1,4 +1,130 @@
-//! Runners start an attempt, report it, and stop it on request. Only the process runner exists
-//! today; a runner trait is worth its weight once the docker runner arrives.
+//! Runners start an attempt, report it, and stop it on request. Two exist: the process runner
+//! (a host process group per attempt) and the Docker runner (a container per attempt). The agent
+//! loop sees only [`Runner`]: `run` one attempt to its end, and `recover` what a previous run
+//! of the agent left behind. An enum rather than a trait: there are two runners, both known
+//! here, and a match says plainly which one does what.
 
+pub(crate) mod docker;
 pub(crate) mod process;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use barge_core::agent::{AgentReport, AttemptSpec};
+use tokio::sync::{mpsc, watch};
+
+use crate::ledger::Ledger;
+
+/// Which runner to use, as `barge up --runner` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerChoice {
+    /// Docker when its socket answers, else the process runner.
+    Auto,
+    Docker,
+    Process,
+}
+
+/// Why the asked-for runner cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(
+        "--runner docker: {0}. Start the Docker daemon (or point DOCKER_HOST at its socket), \
+         or run jobs as host processes with --runner process"
+    )]
+    DockerUnavailable(String),
+}
+
+/// The runner an agent uses for every attempt, chosen once when it starts.
+pub struct Runner {
+    kind: Kind,
+    description: String,
+}
+
+enum Kind {
+    /// `docker` is kept, when the socket answers, only to remove containers that an earlier
+    /// run with the Docker runner left behind: a change of runner must not leave orphans.
+    Process {
+        docker: Option<Arc<docker::DockerRunner>>,
+    },
+    Docker(Arc<docker::DockerRunner>),
+}
+
+impl Runner {
+    /// Chooses the runner. `agent_id` labels containers for people reading `docker ps`;
+    /// `state_dir` keeps the agent's stable home id (see [`docker::home_id`]), with which an
+    /// agent started again on the same data directory finds the containers of its earlier runs.
+    pub async fn choose(
+        choice: RunnerChoice,
+        agent_id: &str,
+        state_dir: Option<&Path>,
+    ) -> Result<Runner, RunnerError> {
+        let home = docker::home_id(state_dir);
+        let connected = docker::DockerRunner::connect(agent_id, &home).await;
+        match (choice, connected) {
+            (RunnerChoice::Docker | RunnerChoice::Auto, Ok(runner)) => Ok(Runner {
+                description: format!("docker ({})", runner.engine()),
+                kind: Kind::Docker(Arc::new(runner)),
+            }),
+            (RunnerChoice::Docker, Err(why)) => Err(RunnerError::DockerUnavailable(why)),
+            (RunnerChoice::Auto, Err(why)) => Ok(Runner {
+                description: format!("process (Docker not available: {why})"),
+                kind: Kind::Process { docker: None },
+            }),
+            (RunnerChoice::Process, connected) => Ok(Runner {
+                description: "process (as asked by --runner process)".to_owned(),
+                kind: Kind::Process {
+                    docker: connected.ok().map(Arc::new),
+                },
+            }),
+        }
+    }
+
+    /// The process runner alone, without looking for Docker (tests, and callers that never
+    /// want containers).
+    pub fn process() -> Runner {
+        Runner {
+            kind: Kind::Process { docker: None },
+            description: "process".to_owned(),
+        }
+    }
+
+    /// What `barge up` prints: the runner, and the engine or why Docker is not used.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Stops and removes what a previous run of this agent left running (process groups in
+    /// the ledger, containers with this agent's home label), before anything new runs: the
+    /// control plane has already failed those attempts and may retry them. Returns their
+    /// attempt ids.
+    pub(crate) async fn recover(&self, ledger: Arc<Ledger>) -> Vec<String> {
+        let mut stopped = tokio::task::spawn_blocking(move || ledger.kill_leftovers())
+            .await
+            .unwrap_or_default();
+        let docker = match &self.kind {
+            Kind::Process { docker } => docker.as_ref(),
+            Kind::Docker(docker) => Some(docker),
+        };
+        if let Some(docker) = docker {
+            stopped.extend(docker.remove_leftovers().await);
+        }
+        stopped
+    }
+
+    /// Runs one attempt to its end and reports it (`Running`, `Logs`, then `Exited`). `stop`
+    /// carries the grace in ms of a requested stop; `live` is held while anything of the
+    /// attempt may exist, so that shutdown can wait for it.
+    pub(crate) async fn run(
+        &self,
+        spec: AttemptSpec,
+        reports: mpsc::Sender<AgentReport>,
+        stop: watch::Receiver<Option<u64>>,
+        live: mpsc::Sender<()>,
+        ledger: Arc<Ledger>,
+    ) {
+        match &self.kind {
+            Kind::Process { .. } => process::run(spec, reports, stop, live, ledger).await,
+            Kind::Docker(docker) => docker.run(spec, reports, stop, live).await,
+        }
+    }
+}

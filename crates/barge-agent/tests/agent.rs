@@ -63,6 +63,7 @@ fn start_failing(failures: usize) -> Harness {
     let config = AgentConfig {
         agent_id: "test-agent".into(),
         state_dir: None,
+        runner: Arc::new(barge_agent::Runner::process()),
     };
     let agent = tokio::spawn(barge_agent::run(config, recorder.clone(), rx));
     Harness {
@@ -83,6 +84,7 @@ fn spec(attempt_id: &str, command: &[&str]) -> AttemptSpec {
         vcpus_milli: 1000,
         memory_mib: 128,
         log_stream_name: format!("stream-{attempt_id}"),
+        user: None,
     }
 }
 

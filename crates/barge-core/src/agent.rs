@@ -21,6 +21,12 @@ pub struct AttemptSpec {
     pub vcpus_milli: u32,
     pub memory_mib: u64,
     pub log_stream_name: String,
+    /// containerProperties `user`: the user (name or uid[:gid]) the container runs as; None is
+    /// the image's default. Only the Docker runner honours it: the process runner runs jobs as
+    /// the agent's own user. Defaults to None so that specs written before it existed still
+    /// read.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Instructions from the control plane to one agent. Sent only after the change that caused

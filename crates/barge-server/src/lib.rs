@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use barge_agent::{AgentConfig, ControlPlane, ReportError};
+pub use barge_agent::RunnerChoice;
+use barge_agent::{AgentConfig, ControlPlane, ReportError, Runner};
 use barge_core::agent::AgentReport;
 use barge_core::arn::Identity;
 use barge_core::model::*;
@@ -38,6 +39,8 @@ pub struct UpConfig {
     pub identity: Identity,
     /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
     pub core: barge_core::state::CoreConfig,
+    /// How the local agent runs jobs.
+    pub runner: RunnerChoice,
 }
 
 /// The local agent's link to the control plane: reports become writer commands.
@@ -144,6 +147,10 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let agent_id = new_agent_id();
+    let agent_dir = config.data_dir.join("agent");
+    // Chosen before the agent registers, so that `--runner docker` without Docker stops here
+    // with its reason instead of after the server is up.
+    let runner = Arc::new(Runner::choose(config.runner, &agent_id, Some(&agent_dir)).await?);
     let (agent_tx, agent_rx) = mpsc::unbounded_channel();
     router.register(&agent_id, agent_tx.clone());
     shared
@@ -176,7 +183,8 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let agent = tokio::spawn(barge_agent::run(
         AgentConfig {
             agent_id: agent_id.clone(),
-            state_dir: Some(config.data_dir.join("agent").join("attempts")),
+            state_dir: Some(agent_dir),
+            runner: runner.clone(),
         },
         control,
         agent_rx,
@@ -196,7 +204,7 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    print_banner(&endpoint, &config, &agent_id);
+    print_banner(&endpoint, &config, &agent_id, runner.description());
 
     let app = http::router(shared.clone());
     axum::serve(listener, app)
@@ -222,14 +230,15 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(endpoint: &str, config: &UpConfig, agent_id: &str) {
+fn print_banner(endpoint: &str, config: &UpConfig, agent_id: &str, runner: &str) {
     println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
     println!(
-        "  data directory {}, local agent {agent_id} with {} vCPUs and {} MiB, process runner",
+        "  data directory {}, local agent {agent_id} with {} vCPUs and {} MiB",
         config.data_dir.display(),
         config.agent_vcpus,
         config.agent_memory_mib
     );
+    println!("  runner: {runner}");
     println!("Try it (any credentials work on loopback):");
     println!(
         "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",

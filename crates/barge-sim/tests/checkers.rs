@@ -265,6 +265,7 @@ fn placement_checker_catches_an_environment_over_max_vcpus() {
             vcpus_milli: j3.resources.vcpus_milli,
             memory_mib: j3.resources.memory_mib,
             log_stream_name: "x".into(),
+            user: None,
         }),
     };
     // The agent has room; the environment's maxvCpus (2) does not: 3 vCPUs would be live.
@@ -1116,6 +1117,7 @@ fn capacity_and_live_attempt_checkers_cover_children() {
             vcpus_milli: 1000,
             memory_mib: 512,
             log_stream_name: "x".into(),
+            user: None,
         }),
     };
     violated(check_placements(&s, &s, &[launch]), ONE_LIVE_ATTEMPT);

@@ -131,6 +131,27 @@ struct UpArgs {
     /// Most dependsOn entries per job (AWS: 20).
     #[arg(long, env = "BARGE_DEPENDS_ON_MAX", default_value_t = barge_core::limits::DEPENDS_ON_MAX_DEFAULT)]
     depends_on_max: usize,
+    /// How the local agent runs jobs: docker (a container of the job's image), process (a host
+    /// process), or auto (docker when the Docker socket answers, else process).
+    #[arg(long, env = "BARGE_RUNNER", value_enum, default_value = "auto")]
+    runner: RunnerArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RunnerArg {
+    Auto,
+    Docker,
+    Process,
+}
+
+impl From<RunnerArg> for barge_server::RunnerChoice {
+    fn from(arg: RunnerArg) -> Self {
+        match arg {
+            RunnerArg::Auto => barge_server::RunnerChoice::Auto,
+            RunnerArg::Docker => barge_server::RunnerChoice::Docker,
+            RunnerArg::Process => barge_server::RunnerChoice::Process,
+        }
+    }
 }
 
 /// The host's memory in MiB, from /proc/meminfo.
@@ -193,6 +214,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                     array_size_max: args.array_size_max,
                     depends_on_max: args.depends_on_max,
                 },
+                runner: args.runner.into(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -225,6 +225,7 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
         vcpus_milli: job.resources.vcpus_milli,
         memory_mib: job.resources.memory_mib,
         log_stream_name: attempt.log_stream_name.clone(),
+        user: job.container.user.clone(),
     }
 }
 

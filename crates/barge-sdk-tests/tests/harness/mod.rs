@@ -76,6 +76,8 @@ impl Barge {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--agent-vcpus", "4", "--agent-memory-mib", "4096"])
+            // The tests run host commands, not images.
+            .args(["--runner", "process"])
             // Jobs run in the directory barge was started from: keep them in the temp dir.
             .current_dir(&dir)
             .stdin(Stdio::null())
