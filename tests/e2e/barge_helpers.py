@@ -591,3 +591,22 @@ def assert_refused(fn, *tokens, **kw) -> str:
             assert any(t.lower() in msg.lower() for t in tokens), f"message {msg!r} names none of {tokens}"
         return msg
     raise AssertionError(f"{getattr(fn, '__name__', fn)}({kw}) was accepted; expected ClientException")
+
+
+# --------------------------------------------------------------------------------------
+# Docker
+# --------------------------------------------------------------------------------------
+
+def docker(*args: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout_s)
+
+
+def why_no_docker() -> str | None:
+    """None when a Docker daemon answers, else why not (for skipif reasons)."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on this machine"
+    try:
+        r = docker("version", "--format", "{{.Server.Version}}", check=False, timeout_s=20)
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon did not answer"
+    return None if r.returncode == 0 else f"the Docker daemon does not answer: {r.stderr.strip()}"
