@@ -5,6 +5,10 @@
 //!
 //! One file per attempt, `<dir>/<attempt id>`, holding the group id and the leader's start time
 //! (from /proc), so a recycled pid is never mistaken for ours.
+//!
+//! Where attempts have cgroups, the same start-up (`Runner::recover`) also empties and removes
+//! the cgroups of this agent's home (see [`crate::cgroup::Limits::remove_leftovers`]): they hold
+//! even the processes that left their group.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

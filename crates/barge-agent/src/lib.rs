@@ -1,13 +1,15 @@
 //! The Barge agent: the loop that runs attempts on one host. It owns the agent loop (launch and
 //! stop attempts on instruction, stop everything on shutdown), the runners that turn an
 //! [`AttemptSpec`](barge_core::agent::AttemptSpec) into running work (the process runner: one
-//! process group per attempt, whole-tree kill, no zombies; the Docker runner: one labelled
+//! process group and, where the host allows, one cgroup with its limits per attempt, whole-tree
+//! kill, no zombies; the Docker runner: one labelled
 //! container per attempt, always removed), log shipping, and the one
 //! reporter that sends [`AgentReport`](barge_core::agent::AgentReport)s in batches. It talks to
 //! the control plane only through [`ControlPlane`]; it must never know the store, HTTP routes,
 //! the job state machine or scheduling: it runs what it is told and reports what happened.
 
 mod agent;
+mod cgroup;
 mod control;
 mod ledger;
 pub mod limits;

@@ -74,3 +74,26 @@ pub const DOCKER_PULL_TIMEOUT_MS: u64 = 300_000;
 /// it is full the log stream is not read further and the daemon keeps the rest in its log
 /// file: memory stays bounded whatever the container writes.
 pub const DOCKER_LOG_PIPE_BYTES: usize = LOG_READ_BUFFER_BYTES;
+
+/// The CFS period of an attempt's cgroup, in µs: the kernel's default (100 ms). An attempt may
+/// use `vcpus × period` of CPU time in every period; shorter periods throttle more smoothly
+/// but cost more scheduler work.
+pub const CGROUP_CPU_PERIOD_US: u64 = 100_000;
+
+/// The smallest CFS quota the kernel accepts, in µs: a job asking for less CPU gets this.
+pub const CGROUP_CPU_QUOTA_MIN_US: u64 = 1_000;
+
+/// How long emptying a cgroup (SIGKILL to every process in it, again until none is left) may
+/// take before the agent gives up on it and leaves it for the next start. Killed processes go
+/// within milliseconds; only a fork bomb racing the kills, or a process stuck in the kernel
+/// (D state), takes longer.
+pub const CGROUP_EMPTY_WAIT_MS: u64 = 5_000;
+
+/// Pause between two looks at a cgroup that is being emptied.
+pub const CGROUP_EMPTY_POLL_MS: u64 = 5;
+
+/// Headroom over the job's memory in the rlimit fallback (RLIMIT_DATA), in MiB. RLIMIT_DATA
+/// counts writable private address space, not memory in use: allocators reserve some they never
+/// touch (malloc arenas, language runtimes' heaps), so a limit of exactly the job's memory would
+/// refuse allocations a cgroup limit of the same size allows.
+pub const RLIMIT_DATA_HEADROOM_MIB: u64 = 64;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use barge_core::agent::{AgentReport, AttemptSpec};
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::Limits;
 use crate::ledger::Ledger;
 
 /// Which runner to use, as `barge up --runner` names it.
@@ -38,6 +39,9 @@ pub enum RunnerError {
 pub struct Runner {
     kind: Kind,
     description: String,
+    /// How the process runner limits an attempt's memory and CPU. Found for the Docker runner
+    /// too: an earlier run with the process runner may have left cgroups to remove.
+    limits: Arc<Limits>,
 }
 
 enum Kind {
@@ -59,32 +63,38 @@ impl Runner {
         state_dir: Option<&Path>,
     ) -> Result<Runner, RunnerError> {
         let home = docker::home_id(state_dir);
+        let limits = Arc::new(Limits::detect(&home));
         let connected = docker::DockerRunner::connect(agent_id, &home).await;
         match (choice, connected) {
             (RunnerChoice::Docker | RunnerChoice::Auto, Ok(runner)) => Ok(Runner {
                 description: format!("docker ({})", runner.engine()),
                 kind: Kind::Docker(Arc::new(runner)),
+                limits,
             }),
             (RunnerChoice::Docker, Err(why)) => Err(RunnerError::DockerUnavailable(why)),
             (RunnerChoice::Auto, Err(why)) => Ok(Runner {
                 description: format!("process (Docker not available: {why})"),
                 kind: Kind::Process { docker: None },
+                limits,
             }),
             (RunnerChoice::Process, connected) => Ok(Runner {
                 description: "process (as asked by --runner process)".to_owned(),
                 kind: Kind::Process {
                     docker: connected.ok().map(Arc::new),
                 },
+                limits,
             }),
         }
     }
 
     /// The process runner alone, without looking for Docker (tests, and callers that never
-    /// want containers).
+    /// want containers). Without a state directory its cgroups are named by a fresh home id,
+    /// so it never touches those of another agent.
     pub fn process() -> Runner {
         Runner {
             kind: Kind::Process { docker: None },
             description: "process".to_owned(),
+            limits: Arc::new(Limits::detect(&docker::home_id(None))),
         }
     }
 
@@ -93,14 +103,34 @@ impl Runner {
         &self.description
     }
 
+    /// What `barge up` prints about limits: for the process runner, which of memory and CPU are
+    /// enforced and how (`limits: cgroup v1 (memory, cpu)`, or `limits: rlimits only (memory);
+    /// CPU not enforced: <why>`); None for the Docker runner, which always enforces both.
+    pub fn limits_note(&self) -> Option<String> {
+        match self.kind {
+            Kind::Process { .. } => Some(self.limits.note()),
+            Kind::Docker(_) => None,
+        }
+    }
+
     /// Stops and removes what a previous run of this agent left running (process groups in
-    /// the ledger, containers with this agent's home label), before anything new runs: the
-    /// control plane has already failed those attempts and may retry them. Returns their
-    /// attempt ids.
+    /// the ledger, cgroups of this agent's home with whatever is still in them, containers with
+    /// this agent's home label), before anything new runs: the control plane has already failed
+    /// those attempts and may retry them. Returns their attempt ids.
     pub(crate) async fn recover(&self, ledger: Arc<Ledger>) -> Vec<String> {
-        let mut stopped = tokio::task::spawn_blocking(move || ledger.kill_leftovers())
-            .await
-            .unwrap_or_default();
+        let limits = self.limits.clone();
+        let mut stopped = tokio::task::spawn_blocking(move || {
+            let mut stopped = ledger.kill_leftovers();
+            // After the groups: this also reaches processes that left their group (setsid).
+            for attempt_id in limits.remove_leftovers() {
+                if !stopped.contains(&attempt_id) {
+                    stopped.push(attempt_id);
+                }
+            }
+            stopped
+        })
+        .await
+        .unwrap_or_default();
         let docker = match &self.kind {
             Kind::Process { docker } => docker.as_ref(),
             Kind::Docker(docker) => Some(docker),
@@ -123,7 +153,9 @@ impl Runner {
         ledger: Arc<Ledger>,
     ) {
         match &self.kind {
-            Kind::Process { .. } => process::run(spec, reports, stop, live, ledger).await,
+            Kind::Process { .. } => {
+                process::run(spec, reports, stop, live, ledger, &self.limits).await
+            }
             Kind::Docker(docker) => docker.run(spec, reports, stop, live).await,
         }
     }

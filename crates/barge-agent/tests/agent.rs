@@ -439,3 +439,215 @@ async fn shutdown_stops_everything_and_leaves_no_child() {
         assert!(gone(tree[1]), "sleep {} still running", tree[1]);
     }
 }
+
+// ---- Limits: a cgroup per attempt (see barge-agent's cgroup.rs). These need a host where the
+// process runner can use cgroups (root, cgroup v1 or v2 mounted); elsewhere they say so and
+// pass, since the runner then falls back to rlimits, which cgroup.rs's own tests cover.
+
+/// The runner's limits note when cgroups limit both memory and CPU; None (with a printed reason)
+/// where they cannot, and the test is skipped.
+fn cgroups_usable() -> bool {
+    let note = barge_agent::Runner::process().limits_note().unwrap();
+    let usable = note.contains("cgroup") && note.contains("memory") && note.contains("cpu");
+    if !usable {
+        eprintln!("skipped: the process runner cannot limit with cgroups here ({note})");
+    }
+    usable
+}
+
+/// Every directory where Barge keeps attempt cgroups on this host (v2, or v1's memory and cpu).
+fn barge_cgroup_parents() -> Vec<std::path::PathBuf> {
+    [
+        "/sys/fs/cgroup/barge",
+        "/sys/fs/cgroup/memory/barge",
+        "/sys/fs/cgroup/cpu/barge",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .filter(|dir| dir.is_dir())
+    .collect()
+}
+
+/// The attempt's cgroups still on the host (named `<home>.<attempt id>`).
+fn cgroups_of(attempt: &str) -> Vec<std::path::PathBuf> {
+    let suffix = format!(".{attempt}");
+    barge_cgroup_parents()
+        .into_iter()
+        .flat_map(|parent| std::fs::read_dir(parent).unwrap().flatten())
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with(&suffix))
+        .collect()
+}
+
+/// The directory of the cgroup holding CPU limits, from a `/proc/<pid>/cgroup` listing: v1's
+/// `cpu` hierarchy (alone or mounted with cpuacct), else v2's unified one.
+fn cpu_cgroup_dir(listing: &[String]) -> std::path::PathBuf {
+    let entries: Vec<(&str, &str)> = listing
+        .iter()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            fields.next()?;
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    let v1 = entries
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == "cpu"));
+    match v1 {
+        Some((_, path)) => std::path::PathBuf::from(format!("/sys/fs/cgroup/cpu{path}")),
+        None => {
+            let (_, path) = entries
+                .iter()
+                .find(|(c, _)| c.is_empty())
+                .expect("a cgroup line");
+            std::path::PathBuf::from(format!("/sys/fs/cgroup{path}"))
+        }
+    }
+}
+
+fn throttled_periods(cpu_dir: &std::path::Path) -> u64 {
+    let stat = std::fs::read_to_string(cpu_dir.join("cpu.stat")).unwrap();
+    stat.lines()
+        .find_map(|line| line.strip_prefix("nr_throttled "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_job_over_its_memory_is_killed_and_reported_as_out_of_memory() {
+    if !cgroups_usable() {
+        return;
+    }
+    let agent = start();
+    let mut hog = spec(
+        "memhog",
+        // tail keeps the last 200 MB it reads: 200 MB held by a job allowed 32 MiB. The shell
+        // exits as its last command did: 128 + SIGKILL.
+        &[
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tail -c 200000000 >/dev/null",
+        ],
+    );
+    hog.memory_mib = 32;
+    agent.launch(hog);
+    let done = agent.finished("memhog").await;
+    assert_eq!(done.exit_code, Some(137), "{done:?}");
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+    assert!(
+        cgroups_of("memhog").is_empty(),
+        "cgroup left: {:?}",
+        cgroups_of("memhog")
+    );
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_job_within_its_memory_is_not_reported_as_out_of_memory() {
+    if !cgroups_usable() {
+        return;
+    }
+    let agent = start();
+    let mut fits = spec(
+        "memfits",
+        &[
+            "sh",
+            "-c",
+            "head -c 20000000 /dev/zero | tail -c 20000000 | wc -c",
+        ],
+    );
+    fits.memory_mib = 64;
+    agent.launch(fits);
+    let done = agent.finished("memfits").await;
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
+    assert_eq!(done.reason, None);
+    assert_eq!(done.lines, vec!["20000000".to_string()]);
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_job_runs_under_its_cpu_quota_and_is_throttled_to_it() {
+    if !cgroups_usable() {
+        return;
+    }
+    let agent = start();
+    let mut busy = spec(
+        "cpuquota",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; echo listed; while :; do :; done",
+        ],
+    );
+    busy.vcpus_milli = 500;
+    agent.launch(busy);
+    let listing = agent
+        .wait_for("cpuquota", |reports| {
+            reports.iter().any(|r| matches!(r, AgentReport::Logs { lines, .. } if lines.iter().any(|l| l.message == "listed")))
+        })
+        .await
+        .iter()
+        .flat_map(|r| match r {
+            AgentReport::Logs { lines, .. } => lines.iter().map(|l| l.message.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .take_while(|line| line != "listed")
+        .collect::<Vec<_>>();
+    let dir = cpu_cgroup_dir(&listing);
+    assert!(
+        dir.to_string_lossy().ends_with(".cpuquota"),
+        "not the attempt's cgroup: {listing:?}"
+    );
+    // Half a vCPU: 50 ms of every 100 ms period.
+    match std::fs::read_to_string(dir.join("cpu.max")) {
+        Ok(max) => assert_eq!(max.trim(), "50000 100000"),
+        Err(_) => {
+            let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap();
+            let period = std::fs::read_to_string(dir.join("cpu.cfs_period_us")).unwrap();
+            assert_eq!((quota.trim(), period.trim()), ("50000", "100000"));
+        }
+    }
+    // The busy loop wants a whole CPU: the kernel throttles it in (nearly) every period. Waited
+    // for rather than timed, so a loaded host only makes it slower.
+    let deadline = std::time::Instant::now() + WAIT_MAX;
+    while throttled_periods(&dir) < 3 {
+        assert!(std::time::Instant::now() < deadline, "never throttled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop("cpuquota", 1_000);
+    agent.finished("cpuquota").await;
+    assert!(
+        !dir.exists(),
+        "the attempt's cgroup {} was not removed",
+        dir.display()
+    );
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn stop_kills_through_the_cgroup_what_left_the_group_and_ignores_sigterm() {
+    if !cgroups_usable() {
+        return;
+    }
+    let agent = start();
+    // setsid takes the grandchild out of the job's process group (and session), where a signal
+    // to the group no longer reaches it; it ignores SIGTERM too. Only the cgroup still holds it.
+    let script = "setsid sh -c 'trap \"\" TERM; echo $$; exec sleep 300' & wait";
+    agent.launch(spec("escapee", &["sh", "-c", script]));
+    let escapee = pids(&agent.first_line("escapee").await)[0];
+    agent.stop("escapee", 500);
+    agent.finished("escapee").await;
+    assert!(
+        gone(escapee),
+        "the grandchild {escapee} that left the group survived, or is a zombie"
+    );
+    assert!(
+        cgroups_of("escapee").is_empty(),
+        "cgroup left: {:?}",
+        cgroups_of("escapee")
+    );
+    agent.shut_down().await;
+}

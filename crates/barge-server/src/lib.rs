@@ -204,7 +204,17 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    print_banner(&endpoint, &config, &agent_id, runner.description());
+    let limits = runner.limits_note();
+    if let Some(note) = &limits {
+        tracing::info!("process runner {note}");
+    }
+    print_banner(
+        &endpoint,
+        &config,
+        &agent_id,
+        runner.description(),
+        limits.as_deref(),
+    );
 
     let app = http::router(shared.clone());
     axum::serve(listener, app)
@@ -230,7 +240,13 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(endpoint: &str, config: &UpConfig, agent_id: &str, runner: &str) {
+fn print_banner(
+    endpoint: &str,
+    config: &UpConfig,
+    agent_id: &str,
+    runner: &str,
+    limits: Option<&str>,
+) {
     println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
     println!(
         "  data directory {}, local agent {agent_id} with {} vCPUs and {} MiB",
@@ -239,6 +255,9 @@ fn print_banner(endpoint: &str, config: &UpConfig, agent_id: &str, runner: &str)
         config.agent_memory_mib
     );
     println!("  runner: {runner}");
+    if let Some(limits) = limits {
+        println!("  {limits}");
+    }
     println!("Try it (any credentials work on loopback):");
     println!(
         "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",

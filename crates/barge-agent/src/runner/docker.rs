@@ -42,7 +42,7 @@ pub(crate) const LABEL_AGENT_HOME: &str = "barge.agent-home";
 pub(crate) const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 
 /// Exit code of a container killed by SIGKILL, as Docker and AWS report an OOM kill.
-const OOM_EXIT_CODE: i32 = 137;
+pub(crate) const OOM_EXIT_CODE: i32 = 137;
 
 /// The file in the agent's state directory that keeps its home id.
 const HOME_ID_FILE: &str = "home-id";

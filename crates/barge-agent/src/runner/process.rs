@@ -1,5 +1,7 @@
 //! The process runner: an attempt is a host process tree in a process group of its own, so that
-//! stopping it reaches everything it started.
+//! stopping it reaches everything it started, and, where the host allows it, in a cgroup of its
+//! own (see [`crate::cgroup`]) that limits its memory and CPU, reaches the processes that left
+//! the group, and tells an OOM kill apart.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -13,8 +15,10 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
+use crate::cgroup::{AttemptCgroup, Limits};
 use crate::ledger::Ledger;
-use crate::limits::ORPHAN_REAP_POLL_MS;
+use crate::limits::{CGROUP_EMPTY_WAIT_MS, ORPHAN_REAP_POLL_MS};
+use crate::runner::docker::{OOM_EXIT_CODE, OOM_REASON};
 use crate::{epoch_ms, logs};
 
 /// What AWS Batch says when a job has no command and no image default to fall back on.
@@ -38,6 +42,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<Option<u64>>,
     live: mpsc::Sender<()>,
     ledger: Arc<Ledger>,
+    limits: &Limits,
 ) {
     let exited = |exit: Exit| AgentReport::Exited {
         job_id: spec.job_id.clone(),
@@ -62,21 +67,49 @@ pub(crate) async fn run(
             .await;
         return;
     };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .envs(spec.environment.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own, whose id is the child's pid: a stop signals the whole tree.
-        .process_group(0)
-        // Only matters if this task is dropped mid-run (the runtime shutting down): tokio then
-        // kills the leader and reaps it in the background.
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let command = || {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(spec.environment.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A group of its own, whose id is the child's pid: a stop signals the whole tree.
+            .process_group(0)
+            // Only matters if this task is dropped mid-run (the runtime shutting down): tokio
+            // then kills the leader and reaps it in the background.
+            .kill_on_drop(true);
+        command
+    };
+    let placement = limits.prepare(&spec.attempt_id, spec.vcpus_milli, spec.memory_mib);
+    let mut limited = command();
+    if !placement.is_empty() {
+        // SAFETY: the hook only makes async-signal-safe calls (see `Placement::enter_fn`).
+        unsafe { limited.pre_exec(placement.enter_fn()) };
+    }
+    let mut cgroup = placement.cgroup.clone();
+    let spawned = match limited.spawn() {
+        Err(err) if cgroup.is_some() => {
+            // The hook failed before exec, or the program cannot be started at all: nothing of
+            // the job ran either way, so it is started once more without the cgroup, and a
+            // missing program fails the same way again.
+            tracing::warn!(%err, "the job did not start in its cgroup (its program may be missing, or the cgroup refused it); trying once more without the cgroup");
+            if let Some(failed) = cgroup.take() {
+                failed.remove();
+            }
+            command().spawn()
+        }
+        spawned => spawned,
+    };
+    // The child is in its cgroup or gone: the descriptors it wrote to are no longer needed.
+    drop(placement);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
             drop(live);
             let _ = reports
                 .send(cannot_start(format!("CannotStartContainerError: {err}")))
@@ -88,6 +121,13 @@ pub(crate) async fn run(
     // tokio forgets the pid only once the child is reaped, which cannot have happened yet.
     let Some(pgid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
         drop(child);
+        if let Some(cgroup) = cgroup {
+            let _ = tokio::task::spawn_blocking(move || {
+                cgroup.empty();
+                cgroup.remove();
+            })
+            .await;
+        }
         drop(live);
         let _ = reports
             .send(cannot_start("CannotStartContainerError: no pid".to_owned()))
@@ -101,23 +141,26 @@ pub(crate) async fn run(
     let (exited_tx, exited_rx) = watch::channel(false);
     // The supervisor runs beside the log pump, so a stop is acted on even while reports wait on
     // backpressure.
-    let (exit, ()) = tokio::join!(supervise(child, pgid, &mut stop, live, exited_tx), async {
-        let running = AgentReport::Running {
-            job_id: spec.job_id.clone(),
-            attempt_id: spec.attempt_id.clone(),
-            at_ms: running_at_ms,
-        };
-        let _ = reports.send(running).await;
-        logs::ship(
-            stdout,
-            stderr,
-            &spec.job_id,
-            &spec.attempt_id,
-            &reports,
-            exited_rx,
-        )
-        .await;
-    });
+    let (exit, ()) = tokio::join!(
+        supervise(child, pgid, cgroup, &mut stop, live, exited_tx),
+        async {
+            let running = AgentReport::Running {
+                job_id: spec.job_id.clone(),
+                attempt_id: spec.attempt_id.clone(),
+                at_ms: running_at_ms,
+            };
+            let _ = reports.send(running).await;
+            logs::ship(
+                stdout,
+                stderr,
+                &spec.job_id,
+                &spec.attempt_id,
+                &reports,
+                exited_rx,
+            )
+            .await;
+        }
+    );
     // The group is dead and reaped: nothing of this attempt is left to stop after a crash.
     ledger.forget(&spec.attempt_id);
     let _ = reports.send(exited(exit)).await;
@@ -126,11 +169,13 @@ pub(crate) async fn run(
     drop(stop);
 }
 
-/// Waits for the process, acting on stop requests: SIGTERM to the group, then SIGKILL once the
-/// earliest grace requested has passed. Reaps the child before returning.
+/// Waits for the process, acting on stop requests: SIGTERM to the group (and every process in
+/// the attempt's cgroup), then SIGKILL once the earliest grace requested has passed. Reaps the
+/// child and what it left before returning, and removes the cgroup.
 async fn supervise(
     mut child: Child,
     pgid: libc::pid_t,
+    cgroup: Option<AttemptCgroup>,
     stop: &mut watch::Receiver<Option<u64>>,
     live: mpsc::Sender<()>,
     exited: watch::Sender<bool>,
@@ -144,6 +189,9 @@ async fn supervise(
         if let Some(grace_ms) = request.take() {
             if !term_sent {
                 signal_group(pgid, libc::SIGTERM);
+                if let Some(cgroup) = &cgroup {
+                    cgroup.signal_all(libc::SIGTERM);
+                }
                 term_sent = true;
             }
             let at = Instant::now() + Duration::from_millis(grace_ms);
@@ -158,6 +206,9 @@ async fn supervise(
             },
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 signal_group(pgid, libc::SIGKILL);
+                if let Some(cgroup) = &cgroup {
+                    cgroup.signal_all(libc::SIGKILL);
+                }
                 kill_at = None;
             }
         }
@@ -167,9 +218,34 @@ async fn supervise(
     // have been handed to a new group in the instant since the reap unless the pid space wrapped
     // around in between.
     signal_group(pgid, libc::SIGKILL);
+    // The cgroup also holds what left the group (setsid, daemons): emptied until nothing is
+    // left, then read for an OOM kill and removed.
+    let mut oom_killed = false;
+    let mut outside_group = Vec::new();
+    if let Some(cgroup) = cgroup {
+        let emptied = tokio::task::spawn_blocking(move || {
+            let killed = cgroup.empty();
+            let oom_killed = cgroup.oom_killed();
+            cgroup.remove();
+            (killed, oom_killed)
+        })
+        .await;
+        if let Ok((killed, oom)) = emptied {
+            outside_group = killed;
+            oom_killed = oom;
+        }
+    }
     reap_orphans(pgid).await;
+    reap_pids(outside_group).await;
     let at_ms = epoch_ms();
     let exit = match status {
+        // The kernel killed a process of the attempt for exceeding its memory limit: reported
+        // as the Docker runner does (and AWS), so evaluateOnExit matches it the same way.
+        Ok(status) if oom_killed => Exit {
+            at_ms,
+            exit_code: Some(exit_code(status).unwrap_or(OOM_EXIT_CODE)),
+            reason: Some(OOM_REASON.to_owned()),
+        },
         Ok(status) => Exit {
             at_ms,
             exit_code: exit_code(status),
@@ -210,6 +286,26 @@ async fn reap_orphans(pgid: libc::pid_t) {
         if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             // ECHILD: no child of ours is left in the group.
             return;
+        }
+    }
+}
+
+/// Reaps processes that were killed through the cgroup outside the job's process group (those
+/// that became the agent's children as orphans); the others answer ECHILD at once. Bounded by
+/// `CGROUP_EMPTY_WAIT_MS`: a pid that is somebody else's child is never waited for.
+async fn reap_pids(mut pids: Vec<libc::pid_t>) {
+    let deadline = Instant::now() + Duration::from_millis(CGROUP_EMPTY_WAIT_MS);
+    while !pids.is_empty() && Instant::now() < deadline {
+        pids.retain(|pid| {
+            let mut status = 0;
+            // SAFETY: waitpid only writes `status`. These pids were in the attempt's cgroup, not
+            // tokio's children: the leader is reaped already.
+            let rc = unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) };
+            // 0: ours and still dying; anything else is reaped or not ours.
+            rc == 0
+        });
+        if !pids.is_empty() {
+            tokio::time::sleep(Duration::from_millis(ORPHAN_REAP_POLL_MS)).await;
         }
     }
 }
