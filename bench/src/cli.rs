@@ -7,7 +7,8 @@ use clap::{Parser, ValueEnum};
 /// Starts the real `barge` binary (a fresh `barge up` per measurement, on a free loopback port
 /// and a fresh data directory) and measures it over HTTP: SubmitJob requests/s, trivial jobs/s
 /// end to end, the server's resident memory idle and with many jobs queued, array jobs (a
-/// million children submitted and queued, an array run end to end) and a dependency graph.
+/// million children submitted and queued, an array run end to end), a dependency graph, and
+/// trivial container jobs through the Docker runner against plain `docker run --rm`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "barge-bench", version)]
 pub struct Args {
@@ -51,6 +52,26 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub dag_jobs: u64,
 
+    /// Trivial container jobs (`true` in --image) in each round of the container scenario,
+    /// through Barge and through `docker run --rm` alike.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub container_jobs: u64,
+
+    /// Containers at a time in the container scenario: `docker run` processes in flight, and
+    /// the vCPUs of Barge's agent (each job asks for 1).
+    #[arg(long, value_name = "C", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub container_concurrency: u64,
+
+    /// Rounds of the container scenario; each runs both sides once, and the order of the two
+    /// alternates from round to round.
+    #[arg(long, value_name = "R", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub container_rounds: u64,
+
+    /// The image of the container scenario. It must be on the local Docker engine and have
+    /// `true` on its PATH; the default one is built (once) from /bin/busybox when missing.
+    #[arg(long, value_name = "IMAGE", default_value = crate::scenarios::container::DEFAULT_IMAGE)]
+    pub image: String,
+
     /// Run one scenario only.
     #[arg(long, value_enum)]
     pub only: Option<Scenario>,
@@ -75,16 +96,20 @@ pub enum Scenario {
     #[value(name = "array-e2e")]
     ArrayE2e,
     Dag,
+    Container,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    /// The default run, in this order. `container` is skipped (and says why) where no Docker
+    /// daemon answers.
+    pub const ALL: [Scenario; 7] = [
         Scenario::Submit,
         Scenario::E2e,
         Scenario::Memory,
         Scenario::ArraySubmit,
         Scenario::ArrayE2e,
         Scenario::Dag,
+        Scenario::Container,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +120,7 @@ impl Scenario {
             Scenario::ArraySubmit => "array-submit",
             Scenario::ArrayE2e => "array-e2e",
             Scenario::Dag => "dag",
+            Scenario::Container => "container",
         }
     }
 }
@@ -133,6 +159,15 @@ mod tests {
         assert_eq!(a.queued_jobs, 100_000);
         assert_eq!(a.array_children, 10_000);
         assert_eq!(a.dag_jobs, 10_000);
+        assert_eq!(
+            (
+                a.container_jobs,
+                a.container_concurrency,
+                a.container_rounds
+            ),
+            (50, 2, 2)
+        );
+        assert_eq!(a.image, "barge-bench/busybox:bench");
         assert_eq!(a.only, None);
         assert_eq!(a.output, OutputFormat::Markdown);
         assert_eq!(a.scenarios(), Scenario::ALL.to_vec());
@@ -144,7 +179,8 @@ mod tests {
                 "memory",
                 "array-submit",
                 "array-e2e",
-                "dag"
+                "dag",
+                "container"
             ]
         );
     }
@@ -178,6 +214,14 @@ mod tests {
             "500",
             "--dag-jobs",
             "250",
+            "--container-jobs",
+            "100",
+            "--container-concurrency",
+            "4",
+            "--container-rounds",
+            "3",
+            "--image",
+            "local/busybox:1",
             "--only",
             "e2e",
             "--output",
@@ -196,6 +240,15 @@ mod tests {
             (512, 1000, 60)
         );
         assert_eq!((a.array_children, a.dag_jobs), (500, 250));
+        assert_eq!(
+            (
+                a.container_jobs,
+                a.container_concurrency,
+                a.container_rounds
+            ),
+            (100, 4, 3)
+        );
+        assert_eq!(a.image, "local/busybox:1");
         assert_eq!(a.scenarios(), vec![Scenario::E2e]);
         assert_eq!(a.output, OutputFormat::Json);
     }
@@ -211,5 +264,9 @@ mod tests {
         assert!(parse(&["--array-children", "1000001"]).is_err());
         assert!(parse(&["--dag-jobs", "0"]).is_err());
         assert!(parse(&["--only", "array_e2e"]).is_err());
+        assert!(parse(&["--container-jobs", "0"]).is_err());
+        assert!(parse(&["--container-concurrency", "0"]).is_err());
+        assert!(parse(&["--container-concurrency", "257"]).is_err());
+        assert!(parse(&["--container-rounds", "0"]).is_err());
     }
 }

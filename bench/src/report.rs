@@ -154,6 +154,13 @@ pub struct ScenarioError {
     pub error: String,
 }
 
+/// A scenario of the default run that was not run, and why (e.g. no Docker daemon answers).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScenarioSkip {
+    pub scenario: &'static str,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub command: String,
@@ -163,6 +170,8 @@ pub struct Report {
     pub machine: Machine,
     pub figures: Vec<Figure>,
     pub errors: Vec<ScenarioError>,
+    /// Scenarios of the default run left out because they cannot run here; not a failure.
+    pub skipped: Vec<ScenarioSkip>,
 }
 
 impl Report {
@@ -223,6 +232,14 @@ impl Report {
                 target,
                 result
             );
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "Scenarios skipped:");
+            let _ = writeln!(out);
+            for s in &self.skipped {
+                let _ = writeln!(out, "- {}: {}", s.scenario, s.reason);
+            }
         }
         if !self.errors.is_empty() {
             let _ = writeln!(out);
@@ -367,6 +384,7 @@ mod tests {
                 Figure::new("submit", "p50_ms", "p50 | latency", 1.234, "ms"),
             ],
             errors: vec![],
+            skipped: vec![],
         }
     }
 
@@ -408,6 +426,23 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("- e2e:"), "{md}");
         assert!(md.contains("  with detail"), "{md}");
+    }
+
+    #[test]
+    fn skipped_scenarios_are_listed_but_do_not_fail_the_run() {
+        let mut r = sample();
+        r.figures.truncate(1);
+        r.skipped.push(ScenarioSkip {
+            scenario: "container",
+            reason: "no Docker daemon answers".into(),
+        });
+        assert!(r.all_pass());
+        let md = r.to_markdown();
+        assert!(md.contains("Scenarios skipped:"), "{md}");
+        assert!(md.contains("- container: no Docker daemon answers"), "{md}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["skipped"][0]["scenario"], "container");
+        assert!(!sample().to_markdown().contains("skipped"));
     }
 
     #[test]

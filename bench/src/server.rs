@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub barge: PathBuf,
     pub agent_vcpus: u64,
     pub agent_memory_mib: u64,
+    /// `barge up --runner`: `process` for the scenarios that run host commands (`true`),
+    /// `docker` for the container scenario.
+    pub runner: &'static str,
 }
 
 pub struct Server {
@@ -58,8 +61,8 @@ impl Server {
             .arg(config.agent_vcpus.to_string())
             .arg("--agent-memory-mib")
             .arg(config.agent_memory_mib.to_string())
-            // The scenarios run host commands (`true`), not images.
-            .args(["--runner", "process"])
+            .arg("--runner")
+            .arg(config.runner)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -240,7 +243,8 @@ fn free_loopback_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn fresh_temp_dir() -> Result<PathBuf> {
+/// A new, empty directory under the system temp dir, named after this process.
+pub fn fresh_temp_dir() -> Result<PathBuf> {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let base = std::env::temp_dir();
     for _ in 0..100 {

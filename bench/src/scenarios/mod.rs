@@ -3,6 +3,7 @@
 
 pub mod array_e2e;
 pub mod array_submit;
+pub mod container;
 pub mod dag;
 pub mod e2e;
 pub mod memory;
