@@ -27,6 +27,11 @@ pub struct AttemptSpec {
     /// read.
     #[serde(default)]
     pub user: Option<String>,
+    /// The container's host settings (mounts, ulimits, privileged, read-only root, devices,
+    /// init, /dev/shm, tmpfs, swap, GPUs), checked when the definition was registered. Only
+    /// the Docker runner honours them. Defaults to none so that older specs still read.
+    #[serde(default)]
+    pub host: crate::container::ContainerHost,
 }
 
 /// Instructions from the control plane to one agent. Sent only after the change that caused
