@@ -136,11 +136,23 @@ def test_init_process_enabled_makes_dockers_init_pid_1(pbatch, plogs):
     assert job["status"] == "SUCCEEDED", job
     assert lines == ["docker-init"]
     job, lines = run(pbatch, plogs, "cat /proc/1/comm")
-    assert lines == ["sh"], "without init the command is PID 1"
+    assert lines == ["cat"], "without init the command itself is PID 1"
 
 
 def test_privileged_gives_every_capability(pbatch, plogs):
     script = "grep CapEff /proc/self/status"
+    # Where the daemon itself runs confined (a container without every capability), runc
+    # cannot start a privileged container: Barge must then fail the attempt with the
+    # daemon's words, which shows the flag reached Docker.
+    probe = docker("run", "--rm", "--privileged", IMAGE, "true", check=False)
+    if probe.returncode != 0:
+        jd = register_jobdef(pbatch, ["sh", "-c", script], container=container(privileged=True))
+        job = wait_for(pbatch, submit(pbatch, "default", jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"),
+                       timeout_s=60)
+        assert job["status"] == "FAILED"
+        assert job["container"]["reason"].startswith("CannotStartContainerError: "), job["container"]
+        assert "caps" in job["container"]["reason"] or "permitted" in job["container"]["reason"], probe.stderr
+        return
     job, lines = run(pbatch, plogs, script, privileged=True)
     assert job["status"] == "SUCCEEDED", job
     privileged = int(lines[0].split()[1], 16)

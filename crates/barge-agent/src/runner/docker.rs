@@ -652,7 +652,7 @@ mod tests {
             memory_mib: 64,
             log_stream_name: "s".into(),
             user: None,
-            host,
+            host: Box::new(host),
         }
     }
 

@@ -227,7 +227,7 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
         memory_mib: job.resources.memory_mib,
         log_stream_name: attempt.log_stream_name.clone(),
         user: job.container.user.clone(),
-        host: container_host(job),
+        host: Box::new(container_host(job)),
     }
 }
 
