@@ -6,6 +6,7 @@
 
 pub(crate) mod docker;
 pub(crate) mod process;
+pub(crate) mod registry_auth;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -85,6 +85,7 @@ fn spec(attempt_id: &str, command: &[&str]) -> AttemptSpec {
         memory_mib: 128,
         log_stream_name: format!("stream-{attempt_id}"),
         user: None,
+        host: Default::default(),
     }
 }
 

@@ -130,6 +130,7 @@ fn spec(attempt_id: &str, image: &str, command: &[&str]) -> AttemptSpec {
         memory_mib: 64,
         log_stream_name: "stream".into(),
         user: None,
+        host: Default::default(),
     }
 }
 

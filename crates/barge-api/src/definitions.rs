@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use barge_core::arn::{name_from_reference, ResourceKind};
+use barge_core::container::container_host;
 use barge_core::limits::*;
 use barge_core::model::*;
 use barge_core::multinode::{check_node_properties, NodeProperties};
@@ -163,6 +164,7 @@ pub async fn register<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
                     "nodeProperties applies only to type multinode",
                 ));
             }
+            container_host("containerProperties", c).map_err(ApiError::client)?;
         }
         _ => {
             let Some(np) = &i.node_properties else {
@@ -185,6 +187,12 @@ pub async fn register<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError>
                 ));
             }
             check_node_properties(np).map_err(ApiError::client)?;
+            for (n, range) in np.node_range_properties.iter().enumerate() {
+                if let Some(c) = &range.container {
+                    let field = format!("nodeProperties.nodeRangeProperties[{n}].container");
+                    container_host(&field, c).map_err(ApiError::client)?;
+                }
+            }
         }
     }
     let d = JobDefinition {

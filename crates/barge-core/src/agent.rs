@@ -27,6 +27,12 @@ pub struct AttemptSpec {
     /// read.
     #[serde(default)]
     pub user: Option<String>,
+    /// The container's host settings (mounts, ulimits, privileged, read-only root, devices,
+    /// init, /dev/shm, tmpfs, swap, GPUs), checked when the definition was registered. Only
+    /// the Docker runner honours them. Defaults to none so that older specs still read. Boxed:
+    /// it is most of a spec's size, and Stop instructions need not carry that much.
+    #[serde(default)]
+    pub host: Box<crate::container::ContainerHost>,
 }
 
 /// Instructions from the control plane to one agent. Sent only after the change that caused

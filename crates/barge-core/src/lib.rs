@@ -11,6 +11,7 @@ pub mod apply;
 pub mod arn;
 pub mod arrays;
 pub mod command;
+pub mod container;
 pub mod dependencies;
 pub mod fairshare;
 pub mod limits;

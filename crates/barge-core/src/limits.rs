@@ -135,3 +135,10 @@ pub const MULTINODE_NODE_RANGES_MAX: usize = 5;
 /// nodePropertyOverrides of one SubmitJob. AWS names no number; each override may split the
 /// job's node groups further, so a small bound keeps a job's distinct containers few.
 pub const MULTINODE_NODE_OVERRIDES_MAX: usize = 10;
+
+/// linuxParameters.swappiness: AWS accepts 0 to 100, as the kernel does.
+pub const SWAPPINESS_MAX: i64 = 100;
+/// Volumes, mountPoints, ulimits, devices and tmpfs entries of one container. AWS names no
+/// number; each becomes a line of the container's host configuration, so a bound keeps a
+/// definition (stored and echoed whole) small.
+pub const CONTAINER_LIST_ENTRIES_MAX: usize = 100;

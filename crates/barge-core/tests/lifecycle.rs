@@ -755,3 +755,41 @@ fn propagated_tags_beyond_fifty_fail_the_job() {
     assert_ne!(w.job("same-keys").status, JobStatus::Failed);
     assert_ne!(w.job("not-propagated").status, JobStatus::Failed);
 }
+
+#[test]
+fn the_attempt_spec_carries_the_containers_host_settings() {
+    let mut w = World::new(4, 4, 8192);
+    let other = serde_json::json!({
+        "volumes": [{"name": "data", "host": {"sourcePath": "/srv/data"}}],
+        "mountPoints": [{"sourceVolume": "data", "containerPath": "/data", "readOnly": true}],
+        "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 20}],
+        "linuxParameters": {"initProcessEnabled": true, "sharedMemorySize": 256},
+        "readonlyRootFilesystem": true,
+    });
+    w.define_with("d", "1", "128", None, other.as_object().cloned().unwrap());
+    w.submit("q", "d");
+    let spec = w.schedule().remove(0);
+    let host = &spec.host;
+    assert_eq!(host.mounts.len(), 1);
+    assert_eq!(host.mounts[0].host_path.as_deref(), Some("/srv/data"));
+    assert!(host.mounts[0].read_only);
+    assert_eq!((host.ulimits[0].soft, host.ulimits[0].hard), (10, 20));
+    assert!(host.init && host.readonly_root_filesystem && !host.privileged);
+    assert_eq!(host.shm_size_mib, Some(256));
+    assert_eq!((host.gpus, host.refused.as_deref()), (0, None));
+}
+
+#[test]
+fn a_stored_container_that_fails_the_checks_is_refused_not_run_differently() {
+    // As a definition registered before the checks existed would read back from the store.
+    let mut w = World::new(4, 4, 8192);
+    let other = serde_json::json!({"secrets": [{"name": "A", "valueFrom": "arn:aws:ssm:x"}]});
+    w.define_with("d", "1", "128", None, other.as_object().cloned().unwrap());
+    w.submit("q", "d");
+    let spec = w.schedule().remove(0);
+    let refused = spec.host.refused.expect("refused");
+    assert!(
+        refused.starts_with("containerProperties.secrets is not supported"),
+        "{refused}"
+    );
+}

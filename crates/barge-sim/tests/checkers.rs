@@ -266,6 +266,7 @@ fn placement_checker_catches_an_environment_over_max_vcpus() {
             memory_mib: j3.resources.memory_mib,
             log_stream_name: "x".into(),
             user: None,
+            host: Default::default(),
         }),
     };
     // The agent has room; the environment's maxvCpus (2) does not: 3 vCPUs would be live.
@@ -1118,6 +1119,7 @@ fn capacity_and_live_attempt_checkers_cover_children() {
             memory_mib: 512,
             log_stream_name: "x".into(),
             user: None,
+            host: Default::default(),
         }),
     };
     violated(check_placements(&s, &s, &[launch]), ONE_LIVE_ATTEMPT);

@@ -12,9 +12,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use barge_core::agent::{AgentReport, AttemptSpec};
+use barge_core::container::ContainerHost;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, Mount, MountType,
+    ResourcesUlimits,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -30,6 +34,8 @@ use crate::limits::{
     DOCKER_REQUEST_TIMEOUT_S, LOG_DRAIN_AFTER_EXIT_MS,
 };
 use crate::{epoch_ms, logs};
+
+use super::registry_auth;
 
 /// Label names; `docker ps --filter label=barge.attempt-id` lists every container of Barge.
 pub(crate) const LABEL_JOB_ID: &str = "barge.job-id";
@@ -183,7 +189,11 @@ impl DockerRunner {
 
     /// Force-removes a container (SIGKILL if it still runs). Returns whether it is gone.
     async fn remove(&self, id: &str) -> bool {
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        // v: anonymous volumes (mountPoints of a volume without host.sourcePath) go with it.
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => true,
             // Already gone: what we wanted.
@@ -236,6 +246,9 @@ impl DockerRunner {
                     .to_owned(),
             );
         };
+        if let Some(refused) = &spec.host.refused {
+            return Exit::failed(format!("CannotCreateContainerError: {refused}"));
+        }
         tokio::select! {
             ready = self.ensure_image(image) => {
                 if let Err(reason) = ready {
@@ -274,7 +287,9 @@ impl DockerRunner {
             .from_image(image)
             .build();
         let pull = async {
-            let mut progress = self.docker.create_image(Some(options), None, None);
+            // The agent host's `docker login` for the image's registry, when it has one.
+            let credentials = registry_auth::credentials_for(image);
+            let mut progress = self.docker.create_image(Some(options), None, credentials);
             while let Some(step) = progress.next().await {
                 step.map_err(|err| message_of(&err))?;
             }
@@ -302,17 +317,7 @@ impl DockerRunner {
             (LABEL_AGENT_ID.to_owned(), self.agent_id.clone()),
             (LABEL_AGENT_HOME.to_owned(), self.home.clone()),
         ]);
-        let memory_bytes =
-            i64::try_from(spec.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
-        let host_config = HostConfig {
-            // One vCPU is 10^9 nano-CPUs: Docker turns this into a CFS quota over its period.
-            nano_cpus: Some(i64::from(spec.vcpus_milli) * 1_000_000),
-            memory: Some(memory_bytes),
-            // Memory plus swap equal to memory: no swap beyond the limit, so exceeding it is
-            // an OOM kill, as on AWS.
-            memory_swap: Some(memory_bytes),
-            ..HostConfig::default()
-        };
+        let host_config = host_config(spec);
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             // Empty: the image's own command.
@@ -507,6 +512,100 @@ impl DockerRunner {
     }
 }
 
+/// None for an empty list: the member is left out of the request, as Docker's default.
+fn some_vec<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn mib_to_bytes(mib: u64) -> i64 {
+    i64::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
+/// The container's resource limits and the job's host settings, as Docker's HostConfig.
+fn host_config(spec: &AttemptSpec) -> HostConfig {
+    let host: &ContainerHost = &spec.host;
+    let memory_bytes = mib_to_bytes(spec.memory_mib);
+    // Host directories are binds, which Docker creates when missing (as ECS does for a
+    // sourcePath); a volume without sourcePath is an anonymous volume, removed with the
+    // container. Paths hold no ':' (checked at registration).
+    let binds: Vec<String> = host
+        .mounts
+        .iter()
+        .filter_map(|m| {
+            let source = m.host_path.as_ref()?;
+            let mode = if m.read_only { "ro" } else { "rw" };
+            Some(format!("{source}:{}:{mode}", m.container_path))
+        })
+        .collect();
+    let volumes: Vec<Mount> = host
+        .mounts
+        .iter()
+        .filter(|m| m.host_path.is_none())
+        .map(|m| Mount {
+            target: Some(m.container_path.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(m.read_only),
+            ..Mount::default()
+        })
+        .collect();
+    let tmpfs: HashMap<String, String> = host
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let mut options = vec![format!("size={}m", t.size_mib)];
+            options.extend(t.mount_options.iter().cloned());
+            (t.container_path.clone(), options.join(","))
+        })
+        .collect();
+    HostConfig {
+        // One vCPU is 10^9 nano-CPUs: Docker turns this into a CFS quota over its period.
+        nano_cpus: Some(i64::from(spec.vcpus_milli) * 1_000_000),
+        memory: Some(memory_bytes),
+        // Docker's MemorySwap is memory plus swap. maxSwap 0 or absent: no swap beyond the
+        // limit, so exceeding it is an OOM kill, as on AWS.
+        memory_swap: Some(memory_bytes.saturating_add(mib_to_bytes(host.max_swap_mib))),
+        memory_swappiness: host.swappiness.map(i64::from),
+        binds: some_vec(binds),
+        mounts: some_vec(volumes),
+        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+        ulimits: some_vec(
+            host.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect(),
+        ),
+        devices: some_vec(
+            host.devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.host_path.clone()),
+                    path_in_container: Some(d.container_path.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect(),
+        ),
+        // GPUs from the nvidia driver (the NVIDIA container toolkit on the host); without it
+        // the start fails with the daemon's message as CannotStartContainerError.
+        device_requests: (host.gpus > 0).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".to_owned()),
+                count: Some(i64::from(host.gpus)),
+                capabilities: Some(vec![vec!["gpu".to_owned()]]),
+                ..DeviceRequest::default()
+            }]
+        }),
+        privileged: host.privileged.then_some(true),
+        readonly_rootfs: host.readonly_root_filesystem.then_some(true),
+        init: host.init.then_some(true),
+        shm_size: host.shm_size_mib.map(mib_to_bytes),
+        ..HostConfig::default()
+    }
+}
+
 /// The daemon's own message where there is one, without bollard's wrapping.
 fn message_of(err: &DockerError) -> String {
     match err {
@@ -539,6 +638,121 @@ mod tests {
     fn container_names_are_valid_docker_names() {
         assert_eq!(container_name("abc-1.x_y"), "barge-abc-1.x_y");
         assert_eq!(container_name("a:b/c#0"), "barge-a-b-c-0");
+    }
+
+    fn spec_with(host: ContainerHost) -> AttemptSpec {
+        AttemptSpec {
+            job_id: "j".into(),
+            attempt_id: "a".into(),
+            attempt_number: 1,
+            image: Some("busybox".into()),
+            command: Vec::new(),
+            environment: Vec::new(),
+            vcpus_milli: 1500,
+            memory_mib: 64,
+            log_stream_name: "s".into(),
+            user: None,
+            host: Box::new(host),
+        }
+    }
+
+    #[test]
+    fn a_spec_without_host_settings_is_limits_only() {
+        let config = host_config(&spec_with(ContainerHost::default()));
+        assert_eq!(config.nano_cpus, Some(1_500_000_000));
+        assert_eq!(config.memory, Some(64 << 20));
+        assert_eq!(config.memory_swap, Some(64 << 20), "no swap");
+        assert_eq!(config.memory_swappiness, None);
+        assert_eq!(config.binds, None);
+        assert_eq!(config.mounts, None);
+        assert_eq!(config.tmpfs, None);
+        assert_eq!(config.ulimits, None);
+        assert_eq!(config.devices, None);
+        assert_eq!(config.device_requests, None);
+        assert_eq!(config.privileged, None);
+        assert_eq!(config.readonly_rootfs, None);
+        assert_eq!(config.init, None);
+        assert_eq!(config.shm_size, None);
+    }
+
+    #[test]
+    fn host_settings_become_the_host_config() {
+        use barge_core::container::{Device, Mount as HostMount, Tmpfs, Ulimit};
+        let host = ContainerHost {
+            mounts: vec![
+                HostMount {
+                    host_path: Some("/srv/in".into()),
+                    container_path: "/in".into(),
+                    read_only: true,
+                },
+                HostMount {
+                    host_path: Some("/srv/out".into()),
+                    container_path: "/out".into(),
+                    read_only: false,
+                },
+                HostMount {
+                    host_path: None,
+                    container_path: "/scratch".into(),
+                    read_only: false,
+                },
+            ],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 200,
+            }],
+            privileged: true,
+            readonly_root_filesystem: true,
+            devices: vec![Device {
+                host_path: "/dev/null".into(),
+                container_path: "/dev/n".into(),
+                permissions: "r".into(),
+            }],
+            init: true,
+            shm_size_mib: Some(128),
+            tmpfs: vec![Tmpfs {
+                container_path: "/t".into(),
+                size_mib: 16,
+                mount_options: vec!["noexec".into()],
+            }],
+            max_swap_mib: 32,
+            swappiness: Some(10),
+            gpus: 2,
+            refused: None,
+        };
+        let config = host_config(&spec_with(host));
+        assert_eq!(
+            config.binds,
+            Some(vec!["/srv/in:/in:ro".into(), "/srv/out:/out:rw".into()])
+        );
+        let volumes = config.mounts.unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(volumes[0].target.as_deref(), Some("/scratch"));
+        assert_eq!(volumes[0].source, None, "anonymous");
+        assert_eq!(volumes[0].typ, Some(MountType::VOLUME));
+        assert_eq!(
+            config.tmpfs,
+            Some(HashMap::from([("/t".into(), "size=16m,noexec".into())]))
+        );
+        let ulimit = &config.ulimits.unwrap()[0];
+        assert_eq!(
+            (ulimit.name.as_deref(), ulimit.soft, ulimit.hard),
+            (Some("nofile"), Some(100), Some(200))
+        );
+        let device = &config.devices.unwrap()[0];
+        assert_eq!(device.path_in_container.as_deref(), Some("/dev/n"));
+        assert_eq!(device.cgroup_permissions.as_deref(), Some("r"));
+        let gpus = &config.device_requests.unwrap()[0];
+        assert_eq!(
+            (gpus.driver.as_deref(), gpus.count),
+            (Some("nvidia"), Some(2))
+        );
+        assert_eq!(config.memory_swap, Some((64 + 32) << 20));
+        assert_eq!(config.memory_swappiness, Some(10));
+        assert_eq!(config.privileged, Some(true));
+        assert_eq!(config.readonly_rootfs, Some(true));
+        assert_eq!(config.init, Some(true));
+        assert_eq!(config.shm_size, Some(128 << 20));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (success, retry, failure), timeouts, time-limit actions and orphaned attempts.
 
 use super::*;
+use crate::container::ContainerHost;
 
 pub(super) fn scheduler_pass(
     state: &mut State,
@@ -226,7 +227,21 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
         memory_mib: job.resources.memory_mib,
         log_stream_name: attempt.log_stream_name.clone(),
         user: job.container.user.clone(),
+        host: Box::new(container_host(job)),
     }
+}
+
+/// The job's host settings. A definition stored before Barge checked them may not pass: the
+/// attempt then carries the reason, and the runner fails it with that rather than running the
+/// container without what it asked for.
+fn container_host(job: &Job) -> ContainerHost {
+    let mut host = crate::container::container_host("containerProperties", &job.container)
+        .unwrap_or_else(|err| ContainerHost {
+            refused: Some(err),
+            ..ContainerHost::default()
+        });
+    host.gpus = job.resources.gpus;
+    host
 }
 
 /// Applies one agent report. Returns false when it is refused: the attempt it names is not the

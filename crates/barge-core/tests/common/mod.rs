@@ -49,7 +49,20 @@ impl World {
     }
 
     pub fn define(&mut self, name: &str, vcpus: &str, memory: &str, attempts: Option<u32>) {
+        self.define_with(name, vcpus, memory, attempts, Map::new());
+    }
+
+    /// `define` with container members kept in `other` (volumes, ulimits, linuxParameters…).
+    pub fn define_with(
+        &mut self,
+        name: &str,
+        vcpus: &str,
+        memory: &str,
+        attempts: Option<u32>,
+        other: Map<String, serde_json::Value>,
+    ) {
         let container = ContainerProperties {
+            other,
             image: Some("busybox".into()),
             command: Some(vec!["echo".into(), "Ref::word".into()]),
             resource_requirements: Some(vec![
