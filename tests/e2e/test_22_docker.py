@@ -20,6 +20,7 @@ from barge_helpers import (
     batch_client,
     create_ce,
     create_queue,
+    docker,
     log_lines,
     logs_client,
     register_jobdef,
@@ -27,6 +28,7 @@ from barge_helpers import (
     uniq,
     wait_for,
     wait_until,
+    why_no_docker,
 )
 
 # Its own tag: the agent's Rust tests build a smaller image without a default command.
@@ -35,26 +37,11 @@ OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 BUSYBOX = pathlib.Path("/bin/busybox")
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
-
-
 def barge_containers(label: str = "barge.attempt-id") -> list[str]:
     return docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
 
 
-def docker_answers() -> str | None:
-    """None when the daemon answers, else why not."""
-    if shutil.which("docker") is None:
-        return "no docker CLI on this machine"
-    try:
-        r = docker("version", "--format", "{{.Server.Version}}", check=False)
-    except subprocess.TimeoutExpired:
-        return "the Docker daemon did not answer"
-    return None if r.returncode == 0 else f"the Docker daemon does not answer: {r.stderr.strip()}"
-
-
-_WHY_NOT = docker_answers()
+_WHY_NOT = why_no_docker()
 pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"Docker runner not tested: {_WHY_NOT}")
 
 
