@@ -251,3 +251,15 @@ def test_no_barge_container_is_left_on_the_host(dsrv):
     # Every attempt of this file has ended: none of them may have left a container.
     dsrv.stop()
     assert barge_containers() == [], docker("ps", "-a", "--filter", "label=barge.attempt-id").stdout
+
+
+def test_a_compute_environment_tag_chooses_the_docker_runner(batch, logs, busybox_image):
+    """The suite's shared server runs the process runner; a compute environment tagged
+    barge:runner=docker runs its jobs as containers all the same."""
+    ce = create_ce(batch, max_vcpus=2, tags={"barge:runner": "docker"})["computeEnvironmentName"]
+    queue = create_queue(batch, [ce])["jobQueueName"]
+    jd = register_jobdef(batch, ["sh", "-c", "test -f /.dockerenv && echo in-a-container"], container=container())
+    job = wait_for(batch, submit(batch, queue, jd["jobDefinitionArn"])["jobId"], ("SUCCEEDED", "FAILED"))
+    assert job["status"] == "SUCCEEDED", job
+    assert log_lines(logs, job["container"]["logStreamName"]) == ["in-a-container"]
+    assert barge_containers() == []

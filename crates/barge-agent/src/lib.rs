@@ -19,7 +19,7 @@ mod runner;
 
 pub use agent::{run, AgentConfig};
 pub use control::{ControlPlane, ReportError};
-pub use runner::{Runner, RunnerChoice, RunnerError};
+pub use runner::{Runner, RunnerChoice, RunnerError, NO_DOCKER_REASON};
 
 /// Wall-clock time in ms since the Unix epoch, as reports carry it. A clock before 1970 reads
 /// as 0 rather than failing a report.

@@ -11,11 +11,15 @@ pub(crate) mod registry_auth;
 use std::path::Path;
 use std::sync::Arc;
 
-use barge_core::agent::{AgentReport, AttemptSpec};
+use barge_core::agent::{AgentReport, AttemptSpec, RunnerKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::Limits;
 use crate::ledger::Ledger;
+
+/// The reason of an attempt whose compute environment asks for the Docker runner (tag
+/// `barge:runner=docker`) on an agent without Docker. AWS keeps 255 characters of a reason.
+pub const NO_DOCKER_REASON: &str = "CannotStartContainerError: the compute environment asks for the Docker runner (tag barge:runner=docker) and this agent's host has no Docker that answers; start Docker there, or remove the tag";
 
 /// Which runner to use, as `barge up --runner` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,11 +157,32 @@ impl Runner {
         live: mpsc::Sender<()>,
         ledger: Arc<Ledger>,
     ) {
-        match &self.kind {
-            Kind::Process { .. } => {
-                process::run(spec, reports, stop, live, ledger, &self.limits).await
+        // The compute environment's `barge:runner` tag wins over the agent's own choice.
+        let docker = match (&self.kind, spec.runner) {
+            (_, Some(RunnerKind::Process)) | (Kind::Process { .. }, None) => None,
+            (Kind::Docker(docker), _) => Some(Ok(docker)),
+            (
+                Kind::Process {
+                    docker: Some(docker),
+                },
+                Some(RunnerKind::Docker),
+            ) => Some(Ok(docker)),
+            (Kind::Process { docker: None }, Some(RunnerKind::Docker)) => Some(Err(())),
+        };
+        match docker {
+            None => process::run(spec, reports, stop, live, ledger, &self.limits).await,
+            Some(Ok(docker)) => docker.run(spec, reports, stop, live).await,
+            Some(Err(())) => {
+                // Nothing started: the attempt fails at once, saying why and what to do.
+                let exited = AgentReport::Exited {
+                    job_id: spec.job_id,
+                    attempt_id: spec.attempt_id,
+                    at_ms: crate::epoch_ms(),
+                    exit_code: None,
+                    reason: Some(NO_DOCKER_REASON.to_owned()),
+                };
+                let _ = reports.send(exited).await;
             }
-            Kind::Docker(docker) => docker.run(spec, reports, stop, live).await,
         }
     }
 }

@@ -86,6 +86,7 @@ fn spec(attempt_id: &str, command: &[&str]) -> AttemptSpec {
         log_stream_name: format!("stream-{attempt_id}"),
         user: None,
         host: Default::default(),
+        runner: None,
     }
 }
 
@@ -267,6 +268,24 @@ async fn a_non_zero_exit_code_is_reported() {
     let done = agent.finished("a3").await;
     assert!(done.ran);
     assert_eq!((done.exit_code, done.reason), (Some(3), None));
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn an_attempt_that_asks_for_docker_on_an_agent_without_it_fails_saying_why() {
+    let agent = start();
+    let mut asks = spec("a-docker", &["true"]);
+    asks.runner = Some(barge_core::agent::RunnerKind::Docker);
+    agent.launch(asks);
+    let done = agent.finished("a-docker").await;
+    assert!(!done.ran, "nothing ran");
+    assert_eq!(done.exit_code, None);
+    assert_eq!(done.reason.as_deref(), Some(barge_agent::NO_DOCKER_REASON));
+    // The process runner still takes attempts that ask for it, or for nothing.
+    let mut asks = spec("a-process", &["sh", "-c", "exit 4"]);
+    asks.runner = Some(barge_core::agent::RunnerKind::Process);
+    agent.launch(asks);
+    assert_eq!(agent.finished("a-process").await.exit_code, Some(4));
     agent.shut_down().await;
 }
 

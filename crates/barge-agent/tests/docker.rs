@@ -131,6 +131,7 @@ fn spec(attempt_id: &str, image: &str, command: &[&str]) -> AttemptSpec {
         log_stream_name: "stream".into(),
         user: None,
         host: Default::default(),
+        runner: None,
     }
 }
 

@@ -33,6 +33,31 @@ pub struct AttemptSpec {
     /// it is most of a spec's size, and Stop instructions need not carry that much.
     #[serde(default)]
     pub host: Box<crate::container::ContainerHost>,
+    /// The runner the attempt's compute environment asks for (its `barge:runner` tag); None
+    /// leaves it to the agent's own choice (`barge up --runner`).
+    #[serde(default)]
+    pub runner: Option<RunnerKind>,
+}
+
+/// A runner a compute environment may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    /// Each attempt a container of the job's image.
+    Docker,
+    /// Each attempt a process group on the agent's host.
+    Process,
+}
+
+impl RunnerKind {
+    /// The tag value (`docker` or `process`).
+    pub fn parse(value: &str) -> Option<RunnerKind> {
+        match value {
+            "docker" => Some(RunnerKind::Docker),
+            "process" => Some(RunnerKind::Process),
+            _ => None,
+        }
+    }
 }
 
 /// Instructions from the control plane to one agent. Sent only after the change that caused

@@ -101,6 +101,10 @@ pub const STOP_GRACE_MS: u64 = 30_000;
 /// member for it, and a tag keeps every AWS client able to set it).
 pub const STOP_GRACE_TAG: &str = "barge:stop-grace-seconds";
 pub const STOP_GRACE_SECONDS_MAX: u64 = 3_600;
+/// A compute environment tag that chooses the runner of its attempts: `docker` or `process`
+/// (without it, the agent's own choice, `barge up --runner`). A tag, as for the grace period:
+/// AWS has no member for it, and every AWS client can set one.
+pub const RUNNER_TAG: &str = "barge:runner";
 
 /// Default resources for a container that names none. AWS refuses to place such a job on EC2;
 /// Barge runs it with a small, explicit default (documented in docs/api.md).

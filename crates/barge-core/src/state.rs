@@ -12,8 +12,8 @@ use imbl::{HashMap, OrdMap, OrdSet};
 use crate::arn::Identity;
 use crate::fairshare::{ShareIndex, ShareUsage};
 use crate::limits::{
-    ARRAY_SIZE_MAX_DEFAULT, DEPENDS_ON_MAX_DEFAULT, STOP_GRACE_MS, STOP_GRACE_SECONDS_MAX,
-    STOP_GRACE_TAG,
+    ARRAY_SIZE_MAX_DEFAULT, DEPENDS_ON_MAX_DEFAULT, RUNNER_TAG, STOP_GRACE_MS,
+    STOP_GRACE_SECONDS_MAX, STOP_GRACE_TAG,
 };
 use crate::model::*;
 
@@ -402,6 +402,14 @@ impl State {
             .and_then(|c| c.tags.get(STOP_GRACE_TAG))
             .and_then(|v| parse_stop_grace_seconds(v))
             .map_or(STOP_GRACE_MS, |s| s * 1000)
+    }
+
+    /// The runner compute environment `ce` asks for with its `barge:runner` tag, if any.
+    pub fn runner_of(&self, ce: &str) -> Option<crate::agent::RunnerKind> {
+        self.compute_environments
+            .get(ce)
+            .and_then(|c| c.tags.get(RUNNER_TAG))
+            .and_then(|v| crate::agent::RunnerKind::parse(v))
     }
 
     /// The latest ACTIVE revision of a definition.

@@ -793,3 +793,29 @@ fn a_stored_container_that_fails_the_checks_is_refused_not_run_differently() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_compute_environment_tag_chooses_the_runner_of_its_attempts() {
+    let mut w = World::new(256, 2, 8192);
+    w.define("d", "1", "512", None);
+    let arn = w.state.identity.compute_environment_arn("ce");
+    let refused = w.run(Command::TagResource {
+        arn: arn.clone(),
+        tags: Tags::from([("barge:runner".into(), "kubernetes".into())]),
+    });
+    assert!(refused
+        .0
+        .unwrap_err()
+        .to_string()
+        .contains("barge:runner must be docker or process"));
+    let first = w.submit("q", "d");
+    let spec = w.schedule().pop().expect("placed");
+    assert_eq!((spec.job_id.as_str(), spec.runner), (first.as_str(), None));
+    w.ok(Command::TagResource {
+        arn,
+        tags: Tags::from([("barge:runner".into(), "docker".into())]),
+    });
+    w.submit("q", "d");
+    let spec = w.schedule().pop().expect("placed");
+    assert_eq!(spec.runner, Some(barge_core::agent::RunnerKind::Docker));
+}

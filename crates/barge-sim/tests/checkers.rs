@@ -267,6 +267,7 @@ fn placement_checker_catches_an_environment_over_max_vcpus() {
             log_stream_name: "x".into(),
             user: None,
             host: Default::default(),
+            runner: None,
         }),
     };
     // The agent has room; the environment's maxvCpus (2) does not: 3 vCPUs would be live.
@@ -1120,6 +1121,7 @@ fn capacity_and_live_attempt_checkers_cover_children() {
             log_stream_name: "x".into(),
             user: None,
             host: Default::default(),
+            runner: None,
         }),
     };
     violated(check_placements(&s, &s, &[launch]), ONE_LIVE_ATTEMPT);

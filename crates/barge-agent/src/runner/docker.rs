@@ -653,6 +653,7 @@ mod tests {
             log_stream_name: "s".into(),
             user: None,
             host: Box::new(host),
+            runner: None,
         }
     }
 

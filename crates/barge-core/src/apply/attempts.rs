@@ -164,7 +164,7 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
         reason: None,
         status_reason: None,
     };
-    let spec = attempt_spec(&job, &attempt);
+    let spec = attempt_spec(state, &job, &attempt);
     state.account(&p.compute_environment, &p.agent_id, job.resources, true);
     job.current = Some(attempt);
     job.status = JobStatus::Starting;
@@ -184,7 +184,7 @@ pub fn log_stream_name(definition_name: &str, attempt_id: &str) -> String {
     format!("{prefix}/default/{attempt_id}")
 }
 
-pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
+pub(super) fn attempt_spec(state: &State, job: &Job, attempt: &Attempt) -> AttemptSpec {
     let mut environment: Vec<(String, String)> = job
         .container
         .environment
@@ -228,6 +228,7 @@ pub(super) fn attempt_spec(job: &Job, attempt: &Attempt) -> AttemptSpec {
         log_stream_name: attempt.log_stream_name.clone(),
         user: job.container.user.clone(),
         host: Box::new(container_host(job)),
+        runner: state.runner_of(&attempt.compute_environment),
     }
 }
 

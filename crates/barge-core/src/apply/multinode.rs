@@ -308,7 +308,7 @@ fn node_spec(state: &State, id: &str) -> AttemptSpec {
         .multinode
         .as_ref()
         .expect("a node's parent is a multi-node job");
-    let mut spec = attempt_spec(node, attempt);
+    let mut spec = attempt_spec(state, node, attempt);
     spec.environment.extend([
         ("AWS_BATCH_JOB_NODE_INDEX".to_string(), r.index.to_string()),
         (

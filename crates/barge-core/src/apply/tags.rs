@@ -9,6 +9,13 @@ pub(super) fn check_tags(tags: &Tags) -> Result<(), CoreError> {
             tags.len()
         )));
     }
+    if let Some(v) = tags.get(RUNNER_TAG) {
+        if crate::agent::RunnerKind::parse(v).is_none() {
+            return Err(CoreError::Invalid(format!(
+                "tag {RUNNER_TAG} must be docker or process, not {v:?}"
+            )));
+        }
+    }
     if let Some(v) = tags.get(STOP_GRACE_TAG) {
         if crate::state::parse_stop_grace_seconds(v).is_none() {
             return Err(CoreError::Invalid(format!(
