@@ -50,6 +50,8 @@ pub enum Command {
         scope: AgentScope,
         /// The host's private IPv4 address (multi-node jobs give it to their other nodes).
         private_ipv4: Option<String>,
+        /// GPUs the host offers.
+        gpus: u32,
     },
     /// The agent is gone: its attempts fail with the host-terminated reason (and are retried
     /// when attempts remain).

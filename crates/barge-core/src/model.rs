@@ -478,6 +478,11 @@ pub struct Agent {
     pub private_ipv4: Option<String>,
     pub used_vcpus_milli: u64,
     pub used_memory_mib: u64,
+    /// GPUs the host offers, and those its live attempts hold (0 on a host without GPUs).
+    #[serde(default)]
+    pub gpus: u32,
+    #[serde(default)]
+    pub used_gpus: u32,
 }
 
 impl Agent {
@@ -486,6 +491,9 @@ impl Agent {
     }
     pub fn free_memory_mib(&self) -> u64 {
         self.memory_mib.saturating_sub(self.used_memory_mib)
+    }
+    pub fn free_gpus(&self) -> u32 {
+        self.gpus.saturating_sub(self.used_gpus)
     }
     pub fn serves(&self, ce: &ComputeEnvironment) -> bool {
         match &self.scope {

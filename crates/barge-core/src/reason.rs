@@ -169,6 +169,7 @@ pub enum Obstacle {
         ce: String,
         largest_vcpus_milli: u64,
         largest_memory_mib: u64,
+        most_gpus: u32,
     },
     Disabled {
         ce: String,
@@ -219,6 +220,7 @@ pub fn obstacles(state: &State, queue: &JobQueue, res: Resources) -> Vec<Obstacl
                     ce: name,
                     largest_vcpus_milli: hosts.iter().map(|a| a.vcpus_milli).max().unwrap_or(0),
                     largest_memory_mib: hosts.iter().map(|a| a.memory_mib).max().unwrap_or(0),
+                    most_gpus: hosts.iter().map(|a| a.gpus).max().unwrap_or(0),
                 }
             }
             Some(max) if u64::from(res.vcpus_milli) > max => Obstacle::MaxVcpus {
@@ -301,10 +303,10 @@ fn why_runnable_capacity(state: &State, job: &Job) -> String {
                 format_vcpus(*max_milli),
                 format_vcpus(u64::from(res.vcpus_milli))
             )),
-            Obstacle::HostTooSmall { ce, largest_vcpus_milli, largest_memory_mib } => Some(format!(
+            Obstacle::HostTooSmall { ce, largest_vcpus_milli, largest_memory_mib, most_gpus } => Some(format!(
                 "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - the job needs {need}, and the largest host in compute environment {ce} has {} vCPU and {largest_memory_mib} MiB{}",
                 format_vcpus(*largest_vcpus_milli),
-                if res.gpus > 0 { " and no GPU" } else { "" }
+                if res.gpus > 0 { format!(", and the most GPUs any host there has is {most_gpus}") } else { String::new() }
             )),
             _ => None,
         }

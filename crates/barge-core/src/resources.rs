@@ -122,14 +122,14 @@ pub fn ce_has_room(ce: &ComputeEnvironment, used_vcpus_milli: u64, res: Resource
 /// Whether an agent has `res` free now. GPUs are not counted until the Docker runner exists,
 /// so a GPU job only fits on an agent that reports GPUs (none do yet).
 pub fn agent_has_room(agent: &Agent, res: Resources) -> bool {
-    res.gpus == 0
+    agent.free_gpus() >= res.gpus
         && agent.free_vcpus_milli() >= u64::from(res.vcpus_milli)
         && agent.free_memory_mib() >= res.memory_mib
 }
 
 /// Whether `res` could ever fit an agent of this size, were it idle.
 pub fn agent_could_fit(agent: &Agent, res: Resources) -> bool {
-    res.gpus == 0
+    agent.gpus >= res.gpus
         && agent.vcpus_milli >= u64::from(res.vcpus_milli)
         && agent.memory_mib >= res.memory_mib
 }

@@ -146,6 +146,7 @@ pub fn plan(state: &State, new_attempt_id: &mut dyn FnMut() -> String) -> Plan {
                         let agent = &mut agents[agent_index];
                         agent.used_vcpus_milli += u64::from(job.resources.vcpus_milli);
                         agent.used_memory_mib += job.resources.memory_mib;
+                        agent.used_gpus += job.resources.gpus;
                         *ce_used.entry(ce.clone()).or_insert(0) +=
                             u64::from(job.resources.vcpus_milli);
                         plan.placements.push(Placement {

@@ -331,9 +331,11 @@ impl State {
             if book {
                 agent.used_vcpus_milli += vcpus;
                 agent.used_memory_mib += resources.memory_mib;
+                agent.used_gpus += resources.gpus;
             } else {
                 agent.used_vcpus_milli = agent.used_vcpus_milli.saturating_sub(vcpus);
                 agent.used_memory_mib = agent.used_memory_mib.saturating_sub(resources.memory_mib);
+                agent.used_gpus = agent.used_gpus.saturating_sub(resources.gpus);
             }
         }
     }
@@ -353,6 +355,7 @@ impl State {
                 let agent = Arc::make_mut(agent);
                 agent.used_vcpus_milli = 0;
                 agent.used_memory_mib = 0;
+                agent.used_gpus = 0;
             }
         }
         let jobs: Vec<Arc<Job>> = self.jobs.values().cloned().collect();

@@ -34,6 +34,7 @@ impl World {
             memory_mib: 1 << 20,
             scope: AgentScope::AllManaged,
             private_ipv4: None,
+            gpus: 0,
         });
         w.ok(Command::CreateComputeEnvironment(ComputeEnvironment {
             name: "ce".into(),

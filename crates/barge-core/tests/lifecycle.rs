@@ -156,6 +156,7 @@ fn stale_reports_are_refused_and_stale_running_is_stopped() {
         memory_mib: 8192,
         scope: AgentScope::AllManaged,
         private_ipv4: None,
+        gpus: 0,
     });
     let (r, changes) = w.run(Command::AgentReports {
         agent_id: "i-1".into(),
@@ -341,7 +342,7 @@ proptest! {
     ) {
         let mut w = World { state: State::new(Default::default()), now: 0, next_id: 0 };
         for (n, (v, m)) in agents.iter().enumerate() {
-            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None });
+            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None, gpus: 0 });
         }
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
@@ -818,4 +819,64 @@ fn a_compute_environment_tag_chooses_the_runner_of_its_attempts() {
     w.submit("q", "d");
     let spec = w.schedule().pop().expect("placed");
     assert_eq!(spec.runner, Some(barge_core::agent::RunnerKind::Docker));
+}
+
+#[test]
+fn gpu_jobs_run_where_an_agent_has_free_gpus() {
+    let mut w = World::new(256, 8, 16384);
+    w.define("d", "1", "512", None);
+    // The agent registers again, now with two GPUs.
+    w.ok(Command::RegisterAgent {
+        id: "i-1".into(),
+        vcpus_milli: 8000,
+        memory_mib: 16384,
+        scope: AgentScope::AllManaged,
+        private_ipv4: None,
+        gpus: 2,
+    });
+    let submit_gpus = |w: &mut World, gpus: &str| {
+        w.next_id += 1;
+        let id = format!("gpu-{}", w.next_id);
+        w.ok(Command::SubmitJob(Box::new(SubmitJob {
+            job_id: id.clone(),
+            name: "g".into(),
+            queue: "q".into(),
+            definition: "d".into(),
+            container_overrides: Some(ContainerOverrides {
+                resource_requirements: Some(vec![ResourceRequirement {
+                    kind: "GPU".into(),
+                    value: gpus.into(),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })));
+        id
+    };
+    let first = submit_gpus(&mut w, "1");
+    let second = submit_gpus(&mut w, "1");
+    let third = submit_gpus(&mut w, "1");
+    let too_many = submit_gpus(&mut w, "3");
+    let placed = w.schedule();
+    let ids: Vec<&str> = placed.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![first.as_str(), second.as_str()],
+        "two GPUs, two jobs"
+    );
+    assert!(
+        placed.iter().all(|s| s.host.gpus == 1),
+        "the runner asks Docker for them"
+    );
+    let waiting = why_waiting(&w.state, w.job(&third)).unwrap();
+    assert!(waiting.starts_with("CAPACITY:"), "{waiting}");
+    let never = why_waiting(&w.state, w.job(&too_many)).unwrap();
+    assert!(
+        never.contains("the most GPUs any host there has is 2"),
+        "{never}"
+    );
+    w.exit(&placed[0], 0);
+    let next = w.schedule();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].job_id, third);
 }

@@ -94,6 +94,7 @@ impl World {
                 memory_mib: 8192,
                 scope: AgentScope::AllManaged,
                 private_ipv4: Some(format!("10.0.0.{}", i + 1)),
+                gpus: 0,
             });
         }
         w.ok(Command::CreateComputeEnvironment(ComputeEnvironment {
@@ -763,6 +764,7 @@ fn a_thousand_node_gang_is_placed_whole_or_not_at_all() {
             memory_mib: 1_000_000,
             scope: AgentScope::AllManaged,
             private_ipv4: None,
+            gpus: 0,
         });
     }
     w.ok(Command::RegisterJobDefinition(World::definition(

@@ -36,6 +36,8 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     pub agent_vcpus: u64,
     pub agent_memory_mib: u64,
+    /// GPUs the local agent offers (jobs asking for GPUs run only where some are).
+    pub agent_gpus: u32,
     pub identity: Identity,
     /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
     pub core: barge_core::state::CoreConfig,
@@ -161,6 +163,7 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
             scope: AgentScope::AllManaged,
             // The local agent runs jobs on this host, which its nodes reach on loopback.
             private_ipv4: Some("127.0.0.1".into()),
+            gpus: config.agent_gpus,
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -249,10 +252,11 @@ fn print_banner(
 ) {
     println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
     println!(
-        "  data directory {}, local agent {agent_id} with {} vCPUs and {} MiB",
+        "  data directory {}, local agent {agent_id} with {} vCPUs, {} MiB and {} GPUs",
         config.data_dir.display(),
         config.agent_vcpus,
-        config.agent_memory_mib
+        config.agent_memory_mib,
+        config.agent_gpus
     );
     println!("  runner: {runner}");
     if let Some(limits) = limits {

@@ -207,6 +207,7 @@ pub fn run(setup: &Setup) -> Result<Outcome, Violation> {
         memory_mib: 1 << 20,
         scope: AgentScope::AllManaged,
         private_ipv4: None,
+        gpus: 0,
     })?;
     r.apply(Command::CreateComputeEnvironment(ComputeEnvironment {
         name: "ce".into(),

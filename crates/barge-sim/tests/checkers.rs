@@ -30,6 +30,7 @@ fn agent(id: &str, vcpus_milli: u64) -> Command {
         memory_mib: 4096,
         scope: AgentScope::AllManaged,
         private_ipv4: None,
+        gpus: 0,
     }
 }
 

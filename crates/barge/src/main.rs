@@ -119,6 +119,9 @@ struct UpArgs {
     /// Memory the local agent offers, in MiB (default: the host's memory).
     #[arg(long, env = "BARGE_AGENT_MEMORY_MIB")]
     agent_memory_mib: Option<u64>,
+    /// GPUs the local agent offers (default: the NVIDIA devices /dev/nvidia<N> of the host).
+    #[arg(long, env = "BARGE_AGENT_GPUS")]
+    agent_gpus: Option<u32>,
     /// Region that appears in ARNs.
     #[arg(long, env = "BARGE_REGION", default_value = "us-east-1")]
     region: String,
@@ -152,6 +155,23 @@ impl From<RunnerArg> for barge_server::RunnerChoice {
             RunnerArg::Process => barge_server::RunnerChoice::Process,
         }
     }
+}
+
+/// The host's NVIDIA GPUs: its /dev/nvidia<N> devices (the driver makes one per GPU, beside
+/// nvidiactl and nvidia-uvm, which are not GPUs).
+fn host_gpus() -> u32 {
+    let Ok(entries) = std::fs::read_dir("/dev") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("nvidia"))
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u32
 }
 
 /// The host's memory in MiB, from /proc/meminfo.
@@ -206,6 +226,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 data_dir: args.data_dir,
                 agent_vcpus,
                 agent_memory_mib,
+                agent_gpus: args.agent_gpus.unwrap_or_else(host_gpus),
                 identity: Identity {
                     region: args.region,
                     account_id: args.account_id,

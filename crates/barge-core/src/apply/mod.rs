@@ -105,11 +105,12 @@ fn apply_inner(
             memory_mib,
             scope,
             private_ipv4,
+            gpus,
         } => {
-            let (used_vcpus_milli, used_memory_mib) = state
-                .agents
-                .get(&id)
-                .map_or((0, 0), |a| (a.used_vcpus_milli, a.used_memory_mib));
+            let (used_vcpus_milli, used_memory_mib, used_gpus) =
+                state.agents.get(&id).map_or((0, 0, 0), |a| {
+                    (a.used_vcpus_milli, a.used_memory_mib, a.used_gpus)
+                });
             let agent = Agent {
                 id: id.clone(),
                 vcpus_milli,
@@ -118,6 +119,8 @@ fn apply_inner(
                 private_ipv4,
                 used_vcpus_milli,
                 used_memory_mib,
+                gpus,
+                used_gpus,
             };
             state.agents.insert(id, Arc::new(agent));
             changes.schedule = true;

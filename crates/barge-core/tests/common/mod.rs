@@ -29,6 +29,7 @@ impl World {
             memory_mib: agent_memory_mib,
             scope: AgentScope::AllManaged,
             private_ipv4: None,
+            gpus: 0,
         });
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));

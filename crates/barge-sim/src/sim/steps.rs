@@ -342,6 +342,7 @@ impl Sim {
                 memory_mib: h.memory_mib,
                 scope: h.scope.clone(),
                 private_ipv4: Some(format!("10.0.0.{}", host + 1)),
+                gpus: 0,
             },
             note: Note::MustSucceed,
         }
