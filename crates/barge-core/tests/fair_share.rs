@@ -2,6 +2,8 @@
 //! shareIdentifier rules, dispatch order by weighted usage, priority within a share, wildcard
 //! shares, computeReservation, usage decay, and what `why` says.
 
+mod common;
+
 use barge_core::agent::{AgentInstruction, AgentReport, AttemptSpec};
 use barge_core::command::*;
 use barge_core::fairshare::ShareUsage;
@@ -36,22 +38,7 @@ impl World {
             private_ipv4: None,
             gpus: 0,
         });
-        w.ok(Command::CreateComputeEnvironment(ComputeEnvironment {
-            name: "ce".into(),
-            uuid: "u".into(),
-            kind: ComputeEnvironmentType::Managed,
-            state: ResourceState::Enabled,
-            compute_resources: Some(ComputeResources {
-                kind: Some("EC2".into()),
-                max_vcpus: Some(vcpus),
-                ..Default::default()
-            }),
-            unmanaged_vcpus: None,
-            service_role: None,
-            update_policy: None,
-            tags: Tags::new(),
-            other: Map::new(),
-        }));
+        w.ok(Command::CreateComputeEnvironment(common::ce("ce", vcpus)));
         w.ok(Command::CreateSchedulingPolicy(policy(
             "p",
             weights,

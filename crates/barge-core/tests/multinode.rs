@@ -2,6 +2,8 @@
 //! placement, launch order, node variables, how the job ends, retries, lost hosts, terminate,
 //! timeouts and waiting reasons.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use barge_core::agent::{AgentInstruction, AgentReport, AttemptSpec};
@@ -97,35 +99,10 @@ impl World {
                 gpus: 0,
             });
         }
-        w.ok(Command::CreateComputeEnvironment(ComputeEnvironment {
-            name: "ce".into(),
-            uuid: "u".into(),
-            kind: ComputeEnvironmentType::Managed,
-            state: ResourceState::Enabled,
-            compute_resources: Some(ComputeResources {
-                kind: Some("EC2".into()),
-                max_vcpus: Some(max_vcpus),
-                ..Default::default()
-            }),
-            unmanaged_vcpus: None,
-            service_role: None,
-            update_policy: None,
-            tags: Tags::new(),
-            other: Map::new(),
-        }));
-        w.ok(Command::CreateJobQueue(JobQueue {
-            name: "q".into(),
-            state: ResourceState::Enabled,
-            priority: 1,
-            compute_environment_order: vec![ComputeEnvironmentOrder {
-                order: 1,
-                compute_environment: "ce".into(),
-            }],
-            scheduling_policy_arn: None,
-            job_state_time_limit_actions: Vec::new(),
-            tags: Tags::new(),
-            other: Map::new(),
-        }));
+        w.ok(Command::CreateComputeEnvironment(common::ce(
+            "ce", max_vcpus,
+        )));
+        w.ok(Command::CreateJobQueue(common::queue("q", 1, &["ce"])));
         w
     }
 
