@@ -201,17 +201,9 @@ impl Obstacle {
 /// One obstacle per compute environment of the job's queue, in the queue's order.
 pub fn obstacles(state: &State, queue: &JobQueue, res: Resources) -> Vec<Obstacle> {
     let mut out = Vec::new();
-    for entry in &queue.compute_environment_order {
-        let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
-            continue;
-        };
+    for ce in state.environments_of(queue) {
         let name = ce.name.clone();
-        let hosts: Vec<&Agent> = state
-            .agents
-            .values()
-            .map(|a| &**a)
-            .filter(|a| a.serves(ce))
-            .collect();
+        let hosts = state.hosts_of(ce);
         // A host too small is the more fundamental of the two "never"s: raising maxvCpus
         // would not help it.
         let obstacle = match ce.max_vcpus_milli() {

@@ -407,6 +407,41 @@ impl State {
             .map_or(STOP_GRACE_MS, |s| s * 1000)
     }
 
+    /// The compute environments of `queue` that exist, in the queue's order.
+    pub fn environments_of<'a>(
+        &'a self,
+        queue: &'a JobQueue,
+    ) -> impl Iterator<Item = &'a ComputeEnvironment> + 'a {
+        queue
+            .compute_environment_order
+            .iter()
+            .filter_map(|entry| self.compute_environments.get(&entry.compute_environment))
+            .map(|ce| &**ce)
+    }
+
+    /// Compute environment `ce`, if it exists and job queue `queue` places jobs on it: what a
+    /// placement proposed on an older snapshot is re-checked against.
+    pub fn environment_of_queue(&self, queue: &str, ce: &str) -> Option<&ComputeEnvironment> {
+        let listed = self
+            .job_queues
+            .get(queue)?
+            .compute_environment_order
+            .iter()
+            .any(|o| o.compute_environment == ce);
+        listed
+            .then(|| self.compute_environments.get(ce).map(|c| &**c))
+            .flatten()
+    }
+
+    /// The agents that run attempts of compute environment `ce`.
+    pub fn hosts_of<'a>(&'a self, ce: &'a ComputeEnvironment) -> Vec<&'a Agent> {
+        self.agents
+            .values()
+            .map(|a| &**a)
+            .filter(|a| a.serves(ce))
+            .collect()
+    }
+
     /// The runner compute environment `ce` asks for with its `barge:runner` tag, if any.
     pub fn runner_of(&self, ce: &str) -> Option<crate::agent::RunnerKind> {
         self.compute_environments

@@ -126,17 +126,7 @@ pub(super) fn place(state: &mut State, p: &Placement, now: i64, changes: &mut Ch
     {
         return false;
     }
-    let Some(queue) = state.job_queues.get(&job.queue) else {
-        return false;
-    };
-    if !queue
-        .compute_environment_order
-        .iter()
-        .any(|o| o.compute_environment == p.compute_environment)
-    {
-        return false;
-    }
-    let Some(ce) = state.compute_environments.get(&p.compute_environment) else {
+    let Some(ce) = state.environment_of_queue(&job.queue, &p.compute_environment) else {
         return false;
     };
     let Some(agent) = state.agents.get(&p.agent_id) else {

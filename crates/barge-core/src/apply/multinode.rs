@@ -165,17 +165,7 @@ pub(super) fn place_gang(
     if indexes != (0..m.num_nodes).collect::<Vec<u32>>() {
         return false;
     }
-    let Some(queue) = state.job_queues.get(&parent.queue) else {
-        return false;
-    };
-    if !queue
-        .compute_environment_order
-        .iter()
-        .any(|o| o.compute_environment == g.compute_environment)
-    {
-        return false;
-    }
-    let Some(ce) = state.compute_environments.get(&g.compute_environment) else {
+    let Some(ce) = state.environment_of_queue(&parent.queue, &g.compute_environment) else {
         return false;
     };
     let (total_v, _) = m.total();

@@ -119,17 +119,9 @@ pub fn gang_obstacles(state: &State, queue: &JobQueue, m: &MultiNodeJob) -> Vec<
     let needs = node_needs(m);
     let (total_v, _) = m.total();
     let mut out = Vec::new();
-    for entry in &queue.compute_environment_order {
-        let Some(ce) = state.compute_environments.get(&entry.compute_environment) else {
-            continue;
-        };
+    for ce in state.environments_of(queue) {
         let name = ce.name.clone();
-        let hosts: Vec<&Agent> = state
-            .agents
-            .values()
-            .map(|a| &**a)
-            .filter(|a| a.serves(ce))
-            .collect();
+        let hosts = state.hosts_of(ce);
         let idle: Vec<(u64, u64)> = hosts
             .iter()
             .map(|a| (a.vcpus_milli, a.memory_mib))
