@@ -52,6 +52,14 @@ pub enum Command {
         private_ipv4: Option<String>,
         /// GPUs the host offers.
         gpus: u32,
+        /// The runner the agent uses for attempts that do not ask for one (shown to people).
+        runner: Option<crate::agent::RunnerKind>,
+        /// The attempts the agent says it is running. On a registration of an id already
+        /// known (an agent that restarted or was partitioned), a RUNNING attempt of that agent
+        /// missing here died with the agent's previous run: it fails with the host-terminated
+        /// reason. STARTING ones are launched again (the agent never ran them, or killed them
+        /// before they were reported).
+        running: Vec<String>,
     },
     /// The agent is gone: its attempts fail with the host-terminated reason (and are retried
     /// when attempts remain).
@@ -225,6 +233,9 @@ pub enum Key {
     SchedulingPolicy(String),
     /// A fair-share queue's usage record (`fairshare::ShareUsage`), by queue name.
     ShareUsage(String),
+    /// A registered agent (host), by id: stored so that remote agents keep their work when
+    /// the control plane restarts or another server takes over.
+    Agent(String),
 }
 
 /// A log event to store, in stream order.

@@ -476,13 +476,19 @@ pub struct Agent {
     /// node runs here (AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS).
     #[serde(default)]
     pub private_ipv4: Option<String>,
+    /// What live attempts hold: derived from the jobs, so never stored (rebuilt on load).
+    #[serde(skip)]
     pub used_vcpus_milli: u64,
+    #[serde(skip)]
     pub used_memory_mib: u64,
     /// GPUs the host offers, and those its live attempts hold (0 on a host without GPUs).
     #[serde(default)]
     pub gpus: u32,
-    #[serde(default)]
+    #[serde(skip)]
     pub used_gpus: u32,
+    /// The agent's own runner, as it registered (None: not said, e.g. `barge up`'s).
+    #[serde(default)]
+    pub runner: Option<crate::agent::RunnerKind>,
 }
 
 impl Agent {

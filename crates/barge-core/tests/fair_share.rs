@@ -37,6 +37,8 @@ impl World {
             scope: AgentScope::AllManaged,
             private_ipv4: None,
             gpus: 0,
+            runner: None,
+            running: Vec::new(),
         });
         w.ok(Command::CreateComputeEnvironment(common::ce("ce", vcpus)));
         w.ok(Command::CreateSchedulingPolicy(policy(

@@ -157,6 +157,8 @@ fn stale_reports_are_refused_and_stale_running_is_stopped() {
         scope: AgentScope::AllManaged,
         private_ipv4: None,
         gpus: 0,
+        runner: None,
+        running: Vec::new(),
     });
     let (r, changes) = w.run(Command::AgentReports {
         agent_id: "i-1".into(),
@@ -342,7 +344,7 @@ proptest! {
     ) {
         let mut w = World { state: State::new(Default::default()), now: 0, next_id: 0 };
         for (n, (v, m)) in agents.iter().enumerate() {
-            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None, gpus: 0 });
+            w.ok(Command::RegisterAgent { id: format!("i-{n}"), vcpus_milli: v * 1000, memory_mib: *m, scope: AgentScope::AllManaged, private_ipv4: None, gpus: 0 , runner: None, running: Vec::new(),});
         }
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));
@@ -833,6 +835,8 @@ fn gpu_jobs_run_where_an_agent_has_free_gpus() {
         scope: AgentScope::AllManaged,
         private_ipv4: None,
         gpus: 2,
+        runner: None,
+        running: Vec::new(),
     });
     let submit_gpus = |w: &mut World, gpus: &str| {
         w.next_id += 1;

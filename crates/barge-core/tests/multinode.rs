@@ -97,6 +97,8 @@ impl World {
                 scope: AgentScope::AllManaged,
                 private_ipv4: Some(format!("10.0.0.{}", i + 1)),
                 gpus: 0,
+                runner: None,
+                running: Vec::new(),
             });
         }
         w.ok(Command::CreateComputeEnvironment(common::ce(
@@ -742,6 +744,8 @@ fn a_thousand_node_gang_is_placed_whole_or_not_at_all() {
             scope: AgentScope::AllManaged,
             private_ipv4: None,
             gpus: 0,
+            runner: None,
+            running: Vec::new(),
         });
     }
     w.ok(Command::RegisterJobDefinition(World::definition(

@@ -141,8 +141,23 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         logs,
     };
 
-    // Attempts that were live when the last process stopped ran on an agent that no longer
-    // exists: fail them (and retry where attempts remain) before anything else happens.
+    // `barge up`'s local agent gets a new id on every start, so the one stored by the last
+    // run is gone for good, and with it the attempts that were live on it: fail them (and
+    // retry where attempts remain) before anything else happens.
+    let local_agents: Vec<String> = shared
+        .published
+        .load()
+        .agents
+        .values()
+        .filter(|a| a.scope == AgentScope::AllManaged)
+        .map(|a| a.id.clone())
+        .collect();
+    for id in local_agents {
+        shared
+            .execute(Command::AgentLost { id })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     shared
         .execute(Command::FailOrphans)
         .await
@@ -164,6 +179,8 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
             // The local agent runs jobs on this host, which its nodes reach on loopback.
             private_ipv4: Some("127.0.0.1".into()),
             gpus: config.agent_gpus,
+            runner: None,
+            running: Vec::new(),
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -208,6 +208,8 @@ pub fn run(setup: &Setup) -> Result<Outcome, Violation> {
         scope: AgentScope::AllManaged,
         private_ipv4: None,
         gpus: 0,
+        runner: None,
+        running: Vec::new(),
     })?;
     r.apply(Command::CreateComputeEnvironment(ComputeEnvironment {
         name: "ce".into(),

@@ -20,6 +20,7 @@ const KIND_JOB: &str = "job";
 const KIND_LOG_STREAM: &str = "log_stream";
 const KIND_POLICY: &str = "scheduling_policy";
 const KIND_SHARE_USAGE: &str = "share_usage";
+const KIND_AGENT: &str = "agent";
 
 #[derive(Clone, Debug, Default)]
 pub struct SimStore {
@@ -70,6 +71,10 @@ fn row(state: &State, key: &Key) -> ((&'static str, String), Option<Vec<u8>>) {
             (KIND_SHARE_USAGE, n.clone()),
             state.share_usage.get(n).map(|v| json!(&**v)),
         ),
+        Key::Agent(id) => (
+            (KIND_AGENT, id.clone()),
+            state.agents.get(id).map(|v| json!(&**v)),
+        ),
     }
 }
 
@@ -98,6 +103,7 @@ fn all_keys(state: &State) -> Vec<Key> {
             .map(|n| Key::SchedulingPolicy(n.clone())),
     );
     keys.extend(state.share_usage.keys().map(|n| Key::ShareUsage(n.clone())));
+    keys.extend(state.agents.keys().map(|id| Key::Agent(id.clone())));
     keys.sort();
     keys
 }
@@ -171,6 +177,10 @@ impl SimStore {
                 KIND_SHARE_USAGE => {
                     let v: ShareUsage = serde_json::from_slice(body).map_err(corrupt)?;
                     state.share_usage.insert(v.queue.clone(), Arc::new(v));
+                }
+                KIND_AGENT => {
+                    let v: Agent = serde_json::from_slice(body).map_err(corrupt)?;
+                    state.agents.insert(v.id.clone(), Arc::new(v));
                 }
                 _ => unreachable!("the simulated store writes only known kinds"),
             }

@@ -31,6 +31,8 @@ fn agent(id: &str, vcpus_milli: u64) -> Command {
         scope: AgentScope::AllManaged,
         private_ipv4: None,
         gpus: 0,
+        runner: None,
+        running: Vec::new(),
     }
 }
 
@@ -425,9 +427,16 @@ fn simulated_store_notices_a_missed_write_and_round_trips_otherwise() {
         all.dirty.push(Key::Job(id.into()));
     }
     store.commit(&s, &all).unwrap();
+    assert!(store.mismatch(&s).unwrap().contains("Agent"));
+    all.dirty.push(Key::Agent("a1".into()));
+    store.commit(&s, &all).unwrap();
     assert_eq!(store.mismatch(&s), None);
     let loaded = store.load(Identity::default()).unwrap();
     assert!(loaded.jobs == s.jobs);
+    assert!(
+        loaded.agents == s.agents,
+        "agents and their derived usage read back"
+    );
     assert_eq!(loaded.ce_used_vcpus_milli("ce"), 2000);
     check_indexes(&loaded).expect("a load rebuilds the indexes");
 }

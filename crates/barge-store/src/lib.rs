@@ -47,6 +47,7 @@ const KIND_JOB: &str = "job";
 const KIND_LOG_STREAM: &str = "log_stream";
 const KIND_POLICY: &str = "scheduling_policy";
 const KIND_SHARE_USAGE: &str = "share_usage";
+const KIND_AGENT: &str = "agent";
 
 /// Read connections kept for log queries. Each query holds one for its duration.
 const READ_CONNECTIONS_MAX: usize = 4;
@@ -138,6 +139,10 @@ impl Store {
                     let v: ShareUsage = serde_json::from_slice(&body).map_err(corrupt)?;
                     state.share_usage.insert(v.queue.clone(), Arc::new(v));
                 }
+                KIND_AGENT => {
+                    let v: Agent = serde_json::from_slice(&body).map_err(corrupt)?;
+                    state.agents.insert(v.id.clone(), Arc::new(v));
+                }
                 // A kind this build does not know was written by a newer one; the schema
                 // version check refuses that case before we get here.
                 _ => {}
@@ -193,6 +198,11 @@ impl Store {
                         KIND_SHARE_USAGE,
                         n.clone(),
                         state.share_usage.get(n).map(|v| json(&**v)),
+                    ),
+                    Key::Agent(id) => (
+                        KIND_AGENT,
+                        id.clone(),
+                        state.agents.get(id).map(|v| json(&**v)),
                     ),
                 };
                 match body {

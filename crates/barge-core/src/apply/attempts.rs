@@ -564,20 +564,49 @@ pub fn due_state_time_limits(state: &State, now: i64) -> Vec<(String, String)> {
 /// Fails every live attempt whose agent is not registered, as AWS does when an instance goes
 /// away: statusReason "Host EC2 (instance …) terminated.", retried when attempts remain.
 pub(super) fn fail_orphans(state: &mut State, now: i64, changes: &mut Changes) {
-    let mut orphans = Vec::new();
-    for status in [JobStatus::Starting, JobStatus::Running] {
+    let orphans = live_attempts_where(state, &[JobStatus::Starting, JobStatus::Running], |a| {
+        !state.agents.contains_key(&a.agent_id)
+    });
+    fail_host_terminated(state, orphans, now, changes);
+}
+
+/// An agent registered again under the id it had: its RUNNING attempts that it no longer
+/// runs died with its previous run (a restart that could not recover them).
+pub(super) fn fail_lost_on_reregister(
+    state: &mut State,
+    agent_id: &str,
+    running: &[String],
+    now: i64,
+    changes: &mut Changes,
+) {
+    let lost = live_attempts_where(state, &[JobStatus::Running], |a| {
+        a.agent_id == agent_id && a.stopped_at.is_none() && !running.contains(&a.id)
+    });
+    fail_host_terminated(state, lost, now, changes);
+}
+
+/// The ids of jobs in `statuses` whose current attempt matches.
+fn live_attempts_where(
+    state: &State,
+    statuses: &[JobStatus],
+    matches: impl Fn(&Attempt) -> bool,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for &status in statuses {
         for queue in state.queues_with(status) {
             for (_, id) in state.jobs_in(&queue, status).into_iter().flatten() {
-                let job = &state.jobs[id];
-                if let Some(a) = &job.current {
-                    if !state.agents.contains_key(&a.agent_id) {
-                        orphans.push(id.clone());
-                    }
+                if state.jobs[id].current.as_ref().is_some_and(&matches) {
+                    found.push(id.clone());
                 }
             }
         }
     }
-    for id in orphans {
+    found
+}
+
+/// Ends the live attempts of `ids` as their host's loss ends them.
+fn fail_host_terminated(state: &mut State, ids: Vec<String>, now: i64, changes: &mut Changes) {
+    for id in ids {
         if state.jobs[&id].node.is_some() {
             multinode::node_orphaned(state, &id, now, changes);
             continue;

@@ -23,6 +23,7 @@ mod jobs;
 mod multinode;
 mod policies;
 mod queues;
+mod reconcile;
 mod tags;
 
 use attempts::*;
@@ -35,6 +36,7 @@ use tags::*;
 
 pub use attempts::{due_state_time_limits, due_timeouts, log_stream_name, pattern_matches};
 pub use jobs::substitute_parameters;
+pub use reconcile::{reconcile, HeldAttempt};
 
 /// The statusReason AWS gives a job whose container exited on its own.
 pub const REASON_CONTAINER_EXITED: &str = "Essential container in task exited";
@@ -106,7 +108,10 @@ fn apply_inner(
             scope,
             private_ipv4,
             gpus,
+            runner,
+            running,
         } => {
+            let known = state.agents.contains_key(&id);
             let (used_vcpus_milli, used_memory_mib, used_gpus) =
                 state.agents.get(&id).map_or((0, 0, 0), |a| {
                     (a.used_vcpus_milli, a.used_memory_mib, a.used_gpus)
@@ -121,13 +126,20 @@ fn apply_inner(
                 used_memory_mib,
                 gpus,
                 used_gpus,
+                runner,
             };
-            state.agents.insert(id, Arc::new(agent));
+            state.agents.insert(id.clone(), Arc::new(agent));
+            if known {
+                fail_lost_on_reregister(state, &id, &running, now, changes);
+            }
+            changes.dirty.push(Key::Agent(id));
             changes.schedule = true;
             Ok(Reply::Done)
         }
         Command::AgentLost { id } => {
-            state.agents.remove(&id);
+            if state.agents.remove(&id).is_some() {
+                changes.dirty.push(Key::Agent(id));
+            }
             fail_orphans(state, now, changes);
             Ok(Reply::Done)
         }

@@ -290,7 +290,7 @@ fn new_node(state: &State, parent: &Job, m: &MultiNodeJob, index: u32, now: i64)
 
 /// What the agent needs to run a node's current attempt: the job's variables plus AWS's node
 /// variables; the other nodes also get the main node's address.
-fn node_spec(state: &State, id: &str) -> AttemptSpec {
+pub(super) fn node_spec(state: &State, id: &str) -> AttemptSpec {
     let node = &state.jobs[id];
     let r = node.node.as_ref().expect("a node");
     let attempt = node.current.as_ref().expect("a placed node");

@@ -30,6 +30,8 @@ impl World {
             scope: AgentScope::AllManaged,
             private_ipv4: None,
             gpus: 0,
+            runner: None,
+            running: Vec::new(),
         });
         w.ok(Command::CreateComputeEnvironment(ce("ce", max_vcpus)));
         w.ok(Command::CreateJobQueue(queue("q", 1, &["ce"])));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use barge_core::command::Key;
 use barge_core::model::{
-    DefinitionStatus, Job, JobDefinition, JobStatus, ResourceState, Resources,
+    Agent, DefinitionStatus, Job, JobDefinition, JobStatus, ResourceState, Resources,
 };
 use barge_core::resources::resources_of;
 use barge_core::State;
@@ -142,6 +142,20 @@ pub fn check_dirty(prev: &State, next: &State, dirty: &[Key]) -> Result<(), Viol
             prev.share_usage.iter().map(|(k, v)| (k.clone(), v.clone())),
             next.share_usage.iter().map(|(k, v)| (k.clone(), v.clone())),
             Key::ShareUsage,
+            &mut missing,
+        );
+    }
+    if !prev.agents.ptr_eq(&next.agents) {
+        // An agent's usage counters change with every placement but are derived, never
+        // stored: compare what the store writes.
+        let stored = |(k, v): (&String, &Arc<Agent>)| {
+            let json = serde_json::to_string(&**v).expect("agents serialize");
+            (k.clone(), Arc::new(json))
+        };
+        diff(
+            prev.agents.iter().map(stored),
+            next.agents.iter().map(stored),
+            Key::Agent,
             &mut missing,
         );
     }

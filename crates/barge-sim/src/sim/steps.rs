@@ -331,6 +331,15 @@ impl Sim {
 
     pub(super) fn register(&mut self, host: usize) -> Planned {
         let h = &self.hosts[host];
+        // What the agent still answers for: live processes, and attempts whose end it has not
+        // yet reported (as the real agent counts them).
+        let mut running: Vec<String> = h.running.keys().cloned().collect();
+        for r in &h.pending {
+            let (_, attempt_id) = r.ids();
+            if !running.iter().any(|a| a == attempt_id) {
+                running.push(attempt_id.to_string());
+            }
+        }
         Planned {
             what: format!(
                 "register agent {} ({} mvCPU, {} MiB, {:?})",
@@ -343,6 +352,8 @@ impl Sim {
                 scope: h.scope.clone(),
                 private_ipv4: Some(format!("10.0.0.{}", host + 1)),
                 gpus: 0,
+                runner: None,
+                running,
             },
             note: Note::MustSucceed,
         }
@@ -670,6 +681,17 @@ impl Sim {
                 host.pending.clear();
             }
         }
+        // The agents are stored, but every one of them died with the control plane (as
+        // `barge up`'s local agent does): declare each lost, as `barge up` does at start.
+        let stored_agents: Vec<String> = self.state.agents.keys().cloned().collect();
+        for id in stored_agents {
+            self.run_one(Planned {
+                what: format!("the stored agent {id} is gone"),
+                command: Command::AgentLost { id },
+                note: Note::MustSucceed,
+            })
+            .map(drop)?;
+        }
         self.run_one(Planned {
             what: "fail orphans".into(),
             command: Command::FailOrphans,
@@ -713,6 +735,9 @@ impl Sim {
         }
         if rebuilt.share_usage != before.share_usage {
             differs.push("fair-share usage");
+        }
+        if rebuilt.agents != before.agents {
+            differs.push("agents");
         }
         if rebuilt.next_job_seq != before.next_job_seq {
             differs.push("next_job_seq");
