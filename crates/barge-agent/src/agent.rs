@@ -1,7 +1,7 @@
 //! The agent loop: turns instructions into running attempts and stops them.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barge_core::agent::{AgentInstruction, AgentReport};
@@ -11,7 +11,10 @@ use tracing::Instrument;
 
 use crate::control::ControlPlane;
 use crate::ledger::Ledger;
-use crate::limits::{REPORT_QUEUE_MAX, SHUTDOWN_GRACE_MS, SHUTDOWN_REPORT_FLUSH_MS};
+use crate::limits::{
+    FINISHED_ATTEMPTS_REMEMBERED_MAX, REPORT_QUEUE_MAX, SHUTDOWN_GRACE_MS, SHUTDOWN_REPORT_FLUSH_MS,
+};
+use crate::protocol::Held;
 use crate::runner::Runner;
 use crate::{epoch_ms, reporter};
 
@@ -25,6 +28,59 @@ pub struct AgentConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Runs every attempt; chosen once, before the agent starts.
     pub runner: Arc<Runner>,
+    /// The attempts whose task has not finished, kept up to date by the loop for whoever
+    /// tells the control plane what this agent holds (a remote agent's polls).
+    pub held: Arc<HeldAttempts>,
+}
+
+/// The attempts an agent holds, by attempt id (with their job ids).
+#[derive(Debug, Default)]
+pub struct HeldAttempts(Mutex<BTreeMap<String, String>>);
+
+impl HeldAttempts {
+    pub fn list(&self) -> Vec<Held> {
+        self.0
+            .lock()
+            .expect("held attempts")
+            .iter()
+            .map(|(attempt_id, job_id)| Held {
+                job_id: job_id.clone(),
+                attempt_id: attempt_id.clone(),
+            })
+            .collect()
+    }
+    fn insert(&self, job_id: &str, attempt_id: &str) {
+        self.0
+            .lock()
+            .expect("held attempts")
+            .insert(attempt_id.to_string(), job_id.to_string());
+    }
+    fn remove(&self, attempt_id: &str) {
+        self.0.lock().expect("held attempts").remove(attempt_id);
+    }
+}
+
+/// Attempts whose task has finished, remembered so that a launch of one of them (a remote
+/// agent's poll can cross its own report of the end) is ignored: an attempt never runs twice.
+#[derive(Default)]
+struct Finished {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Finished {
+    fn contains(&self, attempt_id: &str) -> bool {
+        self.ids.contains(attempt_id)
+    }
+    fn insert(&mut self, attempt_id: String) {
+        if self.order.len() >= FINISHED_ATTEMPTS_REMEMBERED_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        self.ids.insert(attempt_id.clone());
+        self.order.push_back(attempt_id);
+    }
 }
 
 /// Runs the agent until `instructions` closes, then stops every attempt still running (SIGTERM,
@@ -49,7 +105,7 @@ pub async fn run(
         if !stopped.is_empty() {
             tracing::warn!(attempts = ?stopped, "stopped attempts left running by a previous run");
         }
-        run_loop(control, instructions, ledger, config.runner).await;
+        run_loop(control, instructions, ledger, config.runner, config.held).await;
     }
     .instrument(span)
     .await;
@@ -76,7 +132,9 @@ async fn run_loop(
     mut instructions: mpsc::UnboundedReceiver<AgentInstruction>,
     ledger: Arc<Ledger>,
     runner: Arc<Runner>,
+    held: Arc<HeldAttempts>,
 ) {
+    let mut ended = Finished::default();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE_MAX);
     let reporter = tokio::spawn(reporter::run(control, report_rx).in_current_span());
     // Each attempt holds a clone while a process of it may exist; `recv` returns None once all
@@ -90,11 +148,12 @@ async fn run_loop(
         tokio::select! {
             instruction = instructions.recv() => match instruction {
                 Some(AgentInstruction::Launch(spec)) => {
-                    if stops.contains_key(&spec.attempt_id) {
+                    if stops.contains_key(&spec.attempt_id) || ended.contains(&spec.attempt_id) {
                         // A resent instruction: an attempt never runs twice.
-                        tracing::warn!(attempt_id = %spec.attempt_id, "duplicate launch ignored");
+                        tracing::debug!(attempt_id = %spec.attempt_id, "duplicate launch ignored");
                         continue;
                     }
+                    held.insert(&spec.job_id, &spec.attempt_id);
                     let (stop_tx, stop_rx) = watch::channel(None);
                     stops.insert(spec.attempt_id.clone(), stop_tx);
                     let span = tracing::info_span!(
@@ -115,7 +174,7 @@ async fn run_loop(
                     let known = stops
                         .get(&attempt_id)
                         .is_some_and(|stop| stop.send(Some(grace_ms)).is_ok());
-                    if !known {
+                    if !known && !ended.contains(&attempt_id) {
                         // Nothing of it runs here (never launched, or lost in a restart): say it
                         // is over, so the control plane does not wait for it.
                         let exited = AgentReport::Exited {
@@ -133,6 +192,8 @@ async fn run_loop(
             Some(finished) = attempts.join_next() => match finished {
                 Ok(attempt_id) => {
                     stops.remove(&attempt_id);
+                    held.remove(&attempt_id);
+                    ended.insert(attempt_id);
                 }
                 // Its stop sender stays behind; a later Stop finds no receiver and is reported
                 // as unknown.

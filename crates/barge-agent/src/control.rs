@@ -26,4 +26,8 @@ pub enum ReportError {
     /// sending and drops what it has.
     #[error("control plane closed")]
     Closed,
+    /// The control plane will never take these reports (the agent was declared lost, so its
+    /// attempts have ended already): they are dropped, and later ones are sent as usual.
+    #[error("reports rejected: {0}")]
+    Rejected(String),
 }

@@ -14,10 +14,12 @@ mod control;
 mod ledger;
 pub mod limits;
 mod logs;
+pub mod protocol;
+pub mod remote;
 mod reporter;
 mod runner;
 
-pub use agent::{run, AgentConfig};
+pub use agent::{run, AgentConfig, HeldAttempts};
 pub use control::{ControlPlane, ReportError};
 pub use runner::{Runner, RunnerChoice, RunnerError, NO_DOCKER_REASON};
 

@@ -97,3 +97,25 @@ pub const CGROUP_EMPTY_POLL_MS: u64 = 5;
 /// touch (malloc arenas, language runtimes' heaps), so a limit of exactly the job's memory would
 /// refuse allocations a cgroup limit of the same size allows.
 pub const RLIMIT_DATA_HEADROOM_MIB: u64 = 64;
+
+/// Finished attempts an agent remembers, so that a late or repeated launch of one is ignored
+/// (about 100 bytes each). Far more than a remote agent can finish between two polls.
+pub const FINISHED_ATTEMPTS_REMEMBERED_MAX: usize = 100_000;
+
+/// The largest answer a remote agent reads from the server. A poll's answer carries at most
+/// one spec per attempt the agent can fit, each well under 1 MiB.
+pub const AGENT_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long a remote agent's non-poll call (register, reports, deregister) may take.
+pub const AGENT_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Extra time a poll may take beyond the server's poll wait before the agent gives up on it.
+pub const AGENT_POLL_SLACK_MS: u64 = 5_000;
+
+/// First and longest wait between two failed attempts to reach the server.
+pub const AGENT_RETRY_DELAY_INITIAL_MS: u64 = 200;
+pub const AGENT_RETRY_DELAY_MAX_MS: u64 = 5_000;
+
+/// How often a remote agent checks whether it has lost the server for too long (and must stop
+/// what it runs).
+pub const AGENT_FENCE_CHECK_MS: u64 = 500;

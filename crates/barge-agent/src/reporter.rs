@@ -41,6 +41,10 @@ async fn deliver(control: &dyn ControlPlane, batch: &[AgentReport]) -> bool {
                 );
                 return false;
             }
+            Err(err @ ReportError::Rejected(_)) => {
+                tracing::warn!(%err, dropped = batch.len(), "reports dropped");
+                return true;
+            }
             Err(err @ ReportError::Unavailable(_)) => {
                 tracing::warn!(%err, retry_in_ms = delay_ms, "report failed");
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;

@@ -108,6 +108,14 @@ impl Runner {
         &self.description
     }
 
+    /// Which runner this is, as an agent registers it.
+    pub fn kind(&self) -> barge_core::agent::RunnerKind {
+        match self.kind {
+            Kind::Process { .. } => barge_core::agent::RunnerKind::Process,
+            Kind::Docker(_) => barge_core::agent::RunnerKind::Docker,
+        }
+    }
+
     /// What `barge up` prints about limits: for the process runner, which of memory and CPU are
     /// enforced and how (`limits: cgroup v1 (memory, cpu)`, or `limits: rlimits only (memory);
     /// CPU not enforced: <why>`); None for the Docker runner, which always enforces both.

@@ -64,6 +64,7 @@ fn start_failing(failures: usize) -> Harness {
         agent_id: "test-agent".into(),
         state_dir: None,
         runner: Arc::new(barge_agent::Runner::process()),
+        held: Default::default(),
     };
     let agent = tokio::spawn(barge_agent::run(config, recorder.clone(), rx));
     Harness {

@@ -103,6 +103,7 @@ async fn start(state_dir: Option<PathBuf>) -> Option<Harness> {
         agent_id: "test-agent".into(),
         state_dir,
         runner: Arc::new(runner),
+        held: Default::default(),
     };
     let agent = tokio::spawn(barge_agent::run(
         config,

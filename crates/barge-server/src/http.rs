@@ -65,6 +65,10 @@ async fn handle(AxState(shared): AxState<Shared>, req: Request<Body>) -> Respons
     match (&parts.method, path.as_str()) {
         (&Method::GET, "/health") => Response::new(Body::from("ok\n")),
         (&Method::POST, "/") => logs(shared, &parts.headers, body).await,
+        (&Method::POST, p) if p.starts_with(barge_agent::protocol::PATH_PREFIX) => {
+            let operation = &p[barge_agent::protocol::PATH_PREFIX.len()..];
+            crate::agents::handle(&shared, &shared.agents, operation, &parts.headers, body).await
+        }
         (&Method::GET, p) if why_job_id(p).is_some() => {
             let raw = why_job_id(p).unwrap_or_default();
             let job_id = percent_decode_str(raw).decode_utf8_lossy().into_owned();

@@ -20,6 +20,7 @@ use barge_store::Store;
 use serde_json::Map;
 use tokio::sync::{mpsc, Notify};
 
+mod agents;
 mod http;
 pub mod limits;
 mod scheduler;
@@ -29,18 +30,30 @@ mod writer;
 
 pub use shared::Shared;
 
-/// Settings of `barge up`.
+/// Settings of `barge up` (with a local agent) and `barge server` (without).
 #[derive(Clone, Debug)]
 pub struct UpConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub agent_vcpus: u64,
-    pub agent_memory_mib: u64,
-    /// GPUs the local agent offers (jobs asking for GPUs run only where some are).
-    pub agent_gpus: u32,
+    /// `barge up`'s agent in this process; None for `barge server`, whose capacity is the
+    /// remote agents that join.
+    pub local_agent: Option<LocalAgentConfig>,
+    /// The token remote agents must present (None: any agent may join; only on loopback).
+    pub agent_token: Option<String>,
+    /// A remote agent not heard from for this long is declared lost.
+    pub heartbeat_timeout_ms: u64,
     pub identity: Identity,
     /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
     pub core: barge_core::state::CoreConfig,
+}
+
+/// `barge up`'s local agent.
+#[derive(Clone, Debug)]
+pub struct LocalAgentConfig {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    /// GPUs the local agent offers (jobs asking for GPUs run only where some are).
+    pub gpus: u32,
     /// How the local agent runs jobs.
     pub runner: RunnerChoice,
 }
@@ -115,7 +128,15 @@ fn default_job_queue() -> JobQueue {
     }
 }
 
-/// Runs `barge up` until Ctrl-C or SIGTERM: control plane, local agent, scheduler, HTTP.
+/// A running local agent: its id, task and runner.
+struct LocalAgent {
+    id: String,
+    task: tokio::task::JoinHandle<()>,
+    runner: Arc<Runner>,
+}
+
+/// Runs `barge up` or `barge server` until Ctrl-C or SIGTERM: control plane, the local agent
+/// if any, the agent endpoints, scheduler, HTTP.
 pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
@@ -135,15 +156,22 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
             .name("barge-writer".into())
             .spawn(move || writer::run_writer(store, published, writer_rx, router, wake))?
     };
+    let remote_agents = Arc::new(agents::RemoteAgents::new(
+        router.clone(),
+        config.agent_token.clone(),
+        config.heartbeat_timeout_ms,
+    ));
     let shared = Shared {
         published,
         writer: writer_tx,
         logs,
+        agents: remote_agents.clone(),
     };
 
     // `barge up`'s local agent gets a new id on every start, so the one stored by the last
     // run is gone for good, and with it the attempts that were live on it: fail them (and
-    // retry where attempts remain) before anything else happens.
+    // retry where attempts remain) before anything else happens. Remote agents stay: they
+    // carry on with their work and have a whole heartbeat timeout to poll this server.
     let local_agents: Vec<String> = shared
         .published
         .load()
@@ -163,56 +191,21 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let agent_id = new_agent_id();
-    let agent_dir = config.data_dir.join("agent");
-    // Chosen before the agent registers, so that `--runner docker` without Docker stops here
-    // with its reason instead of after the server is up.
-    let runner = Arc::new(Runner::choose(config.runner, &agent_id, Some(&agent_dir)).await?);
-    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
-    router.register(&agent_id, agent_tx.clone());
-    shared
-        .execute(Command::RegisterAgent {
-            id: agent_id.clone(),
-            vcpus_milli: config.agent_vcpus * 1000,
-            memory_mib: config.agent_memory_mib,
-            scope: AgentScope::AllManaged,
-            // The local agent runs jobs on this host, which its nodes reach on loopback.
-            private_ipv4: Some("127.0.0.1".into()),
-            gpus: config.agent_gpus,
-            runner: None,
-            running: Vec::new(),
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if first_start {
-        let ce = default_compute_environment(config.agent_vcpus, uuid::Uuid::new_v4().to_string());
-        shared
-            .execute(Command::CreateComputeEnvironment(ce))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        shared
-            .execute(Command::CreateJobQueue(default_job_queue()))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-
-    let control: Arc<dyn ControlPlane> = Arc::new(LocalControlPlane {
-        shared: shared.clone(),
-        agent_id: agent_id.clone(),
-    });
-    let agent = tokio::spawn(barge_agent::run(
-        AgentConfig {
-            agent_id: agent_id.clone(),
-            state_dir: Some(agent_dir),
-            runner: runner.clone(),
-        },
-        control,
-        agent_rx,
-    ));
-    drop(agent_tx);
+    let local = match &config.local_agent {
+        Some(agent) => {
+            Some(start_local_agent(&shared, &router, &config, agent, first_start).await?)
+        }
+        None => None,
+    };
 
     let stop_timers = Arc::new(Notify::new());
     let timers = tokio::spawn(timers::run(shared.clone(), stop_timers.clone()));
+    let stop_heartbeats = Arc::new(Notify::new());
+    let heartbeats = tokio::spawn(agents::watch_heartbeats(
+        shared.clone(),
+        remote_agents.clone(),
+        stop_heartbeats.clone(),
+    ));
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(scheduler::run(
         shared.clone(),
@@ -224,21 +217,16 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    let limits = runner.limits_note();
-    if let Some(note) = &limits {
-        tracing::info!("process runner {note}");
-    }
-    print_banner(
-        &endpoint,
-        &config,
-        &agent_id,
-        runner.description(),
-        limits.as_deref(),
-    );
+    print_banner(&endpoint, &config, local.as_ref());
 
     let app = http::router(shared.clone());
+    let closing = remote_agents.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Waiting polls answer now, so that the server is not held up by them.
+            closing.close();
+        })
         .await?;
 
     eprintln!("barge: shutting down: stopping running jobs");
@@ -246,13 +234,20 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let _ = scheduler.await;
     stop_timers.notify_one();
     let _ = timers.await;
-    // Dropping the agent's channel asks it to stop its attempts and report their ends.
-    router.unregister(&agent_id);
-    if tokio::time::timeout(Duration::from_millis(limits::SHUTDOWN_AGENT_WAIT_MS), agent)
+    stop_heartbeats.notify_one();
+    let _ = heartbeats.await;
+    if let Some(local) = local {
+        // Dropping the agent's channel asks it to stop its attempts and report their ends.
+        router.unregister(&local.id);
+        if tokio::time::timeout(
+            Duration::from_millis(limits::SHUTDOWN_AGENT_WAIT_MS),
+            local.task,
+        )
         .await
         .is_err()
-    {
-        eprintln!("barge: the local agent did not stop in time");
+        {
+            eprintln!("barge: the local agent did not stop in time");
+        }
     }
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
@@ -260,25 +255,99 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(
-    endpoint: &str,
+/// Registers and starts `barge up`'s agent, and on the first start creates the `default`
+/// compute environment and job queue it backs.
+async fn start_local_agent(
+    shared: &Shared,
+    router: &writer::AgentRouter,
     config: &UpConfig,
-    agent_id: &str,
-    runner: &str,
-    limits: Option<&str>,
-) {
-    println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
-    println!(
-        "  data directory {}, local agent {agent_id} with {} vCPUs, {} MiB and {} GPUs",
-        config.data_dir.display(),
-        config.agent_vcpus,
-        config.agent_memory_mib,
-        config.agent_gpus
-    );
-    println!("  runner: {runner}");
-    if let Some(limits) = limits {
-        println!("  {limits}");
+    agent: &LocalAgentConfig,
+    first_start: bool,
+) -> anyhow::Result<LocalAgent> {
+    let agent_id = new_agent_id();
+    let agent_dir = config.data_dir.join("agent");
+    // Chosen before the agent registers, so that `--runner docker` without Docker stops here
+    // with its reason instead of after the server is up.
+    let runner = Arc::new(Runner::choose(agent.runner, &agent_id, Some(&agent_dir)).await?);
+    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+    router.register(&agent_id, agent_tx.clone());
+    shared
+        .execute(Command::RegisterAgent {
+            id: agent_id.clone(),
+            vcpus_milli: agent.vcpus * 1000,
+            memory_mib: agent.memory_mib,
+            scope: AgentScope::AllManaged,
+            // The local agent runs jobs on this host, which its nodes reach on loopback.
+            private_ipv4: Some("127.0.0.1".into()),
+            gpus: agent.gpus,
+            runner: None,
+            running: Vec::new(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if first_start {
+        let ce = default_compute_environment(agent.vcpus, uuid::Uuid::new_v4().to_string());
+        shared
+            .execute(Command::CreateComputeEnvironment(ce))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        shared
+            .execute(Command::CreateJobQueue(default_job_queue()))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let control: Arc<dyn ControlPlane> = Arc::new(LocalControlPlane {
+        shared: shared.clone(),
+        agent_id: agent_id.clone(),
+    });
+    let task = tokio::spawn(barge_agent::run(
+        AgentConfig {
+            agent_id: agent_id.clone(),
+            state_dir: Some(agent_dir),
+            runner: runner.clone(),
+            held: Default::default(),
+        },
+        control,
+        agent_rx,
+    ));
+    drop(agent_tx);
+    if let Some(note) = runner.limits_note() {
+        tracing::info!("process runner {note}");
+    }
+    Ok(LocalAgent {
+        id: agent_id,
+        task,
+        runner,
+    })
+}
+
+fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&LocalAgent>) {
+    println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
+    println!("  data directory {}", config.data_dir.display());
+    match (local, &config.local_agent) {
+        (Some(local), Some(agent)) => {
+            println!(
+                "  local agent {} with {} vCPUs, {} MiB and {} GPUs",
+                local.id, agent.vcpus, agent.memory_mib, agent.gpus
+            );
+            println!("  runner: {}", local.runner.description());
+            if let Some(limits) = local.runner.limits_note() {
+                println!("  {limits}");
+            }
+        }
+        _ => println!(
+            "  no local agent: capacity is the agents that join (barge agent --server {endpoint} --compute-environment NAME)"
+        ),
+    }
+    println!(
+        "  remote agents: {}; lost after {} s without a heartbeat",
+        if config.agent_token.is_some() {
+            "token required"
+        } else {
+            "no token required"
+        },
+        config.heartbeat_timeout_ms / 1000
+    );
     println!("Try it (any credentials work on loopback):");
     println!(
         "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",
@@ -291,7 +360,8 @@ fn print_banner(
     println!("Press Ctrl-C to stop.");
 }
 
-async fn shutdown_signal() {
+/// Resolves at Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

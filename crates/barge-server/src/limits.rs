@@ -14,3 +14,18 @@ pub const SHUTDOWN_AGENT_WAIT_MS: u64 = 15_000;
 /// How often timeouts are checked. AWS documents its timeouts as best-effort to the minute;
 /// a second is plenty and costs one snapshot scan of RUNNING jobs.
 pub const TIMER_CHECK_MS: u64 = 1_000;
+/// How long an agent may go unheard before it is declared lost, unless configured
+/// (`--agent-heartbeat-timeout-seconds`). AWS's own figure for an unreachable instance is
+/// minutes; 30 s keeps a lost host's jobs from waiting long, over several polls' worth.
+pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// The shortest heartbeat timeout accepted: below it a busy server could lose healthy agents.
+pub const HEARTBEAT_TIMEOUT_MS_MIN: u64 = 2_000;
+/// How often silent agents are looked for.
+pub const HEARTBEAT_CHECK_MS: u64 = 500;
+/// The longest a poll waits for instructions before answering with none.
+pub const POLL_WAIT_MAX_MS: u64 = 10_000;
+/// The largest agent request: a report batch of 128 reports of up to 1 MiB of log lines each,
+/// with room to spare.
+pub const AGENT_BODY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// The longest agent id (an instance id, `i-` and 17 hex digits on EC2).
+pub const AGENT_ID_CHARS_MAX: usize = 64;

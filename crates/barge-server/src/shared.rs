@@ -16,6 +16,8 @@ pub struct Shared {
     pub published: Arc<ArcSwap<State>>,
     pub writer: mpsc::Sender<WriteRequest>,
     pub logs: LogReader,
+    /// Remote agents: their token, heartbeats and waiting polls.
+    pub agents: Arc<crate::agents::RemoteAgents>,
 }
 
 impl Shared {

@@ -34,6 +34,9 @@ pub struct WriteRequest {
 #[derive(Default)]
 pub struct AgentRouter {
     senders: Mutex<HashMap<String, mpsc::UnboundedSender<AgentInstruction>>>,
+    /// Remote agents get no messages: their waiting poll is woken and reads what to do from
+    /// the state (`barge_core::apply::reconcile`).
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl AgentRouter {
@@ -46,8 +49,21 @@ impl AgentRouter {
     pub fn unregister(&self, agent_id: &str) {
         self.senders.lock().expect("agent router").remove(agent_id);
     }
+    /// What a remote agent's poll waits on.
+    pub fn waker(&self, agent_id: &str) -> Arc<Notify> {
+        self.wakers
+            .lock()
+            .expect("agent router")
+            .entry(agent_id.to_string())
+            .or_default()
+            .clone()
+    }
+    pub fn forget_waker(&self, agent_id: &str) {
+        self.wakers.lock().expect("agent router").remove(agent_id);
+    }
     fn deliver(&self, effects: Vec<Effect>) {
         let senders = self.senders.lock().expect("agent router");
+        let wakers = self.wakers.lock().expect("agent router");
         for effect in effects {
             let Effect::Agent {
                 agent_id,
@@ -55,6 +71,8 @@ impl AgentRouter {
             } = effect;
             if let Some(tx) = senders.get(&agent_id) {
                 let _ = tx.send(instruction);
+            } else if let Some(wake) = wakers.get(&agent_id) {
+                wake.notify_one();
             }
         }
     }

@@ -20,6 +20,10 @@ struct Cli {
 enum Commands {
     /// Start the control plane and a local agent, with state in a data directory.
     Up(UpArgs),
+    /// Start the control plane alone: its capacity is the agents that join it.
+    Server(ServerArgs),
+    /// Run jobs on this host for a Barge server, as one instance of a compute environment.
+    Agent(AgentArgs),
     /// Say why a job is where it is, and what would move it on.
     Why(WhyArgs),
 }
@@ -106,12 +110,8 @@ fn percent_encode_segment(s: &str) -> String {
 
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Address to serve the AWS Batch and CloudWatch Logs APIs on.
-    #[arg(long, env = "BARGE_LISTEN", default_value = "127.0.0.1:8433")]
-    listen: SocketAddr,
-    /// Where Barge keeps its database.
-    #[arg(long, env = "BARGE_DATA_DIR", default_value = "./barge-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
     /// vCPUs the local agent offers (default: the host's cores). More than the host has
     /// oversubscribes it, which suits short jobs.
     #[arg(long, env = "BARGE_AGENT_VCPUS")]
@@ -122,6 +122,21 @@ struct UpArgs {
     /// GPUs the local agent offers (default: the NVIDIA devices /dev/nvidia<N> of the host).
     #[arg(long, env = "BARGE_AGENT_GPUS")]
     agent_gpus: Option<u32>,
+    /// How the local agent runs jobs: docker (a container of the job's image), process (a host
+    /// process), or auto (docker when the Docker socket answers, else process).
+    #[arg(long, env = "BARGE_RUNNER", value_enum, default_value = "auto")]
+    runner: RunnerArg,
+}
+
+/// What `barge up` and `barge server` share.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Address to serve the AWS Batch and CloudWatch Logs APIs (and the agent protocol) on.
+    #[arg(long, env = "BARGE_LISTEN", default_value = "127.0.0.1:8433")]
+    listen: SocketAddr,
+    /// Where Barge keeps its database.
+    #[arg(long, env = "BARGE_DATA_DIR", default_value = "./barge-data")]
+    data_dir: PathBuf,
     /// Region that appears in ARNs.
     #[arg(long, env = "BARGE_REGION", default_value = "us-east-1")]
     region: String,
@@ -134,10 +149,63 @@ struct UpArgs {
     /// Most dependsOn entries per job (AWS: 20).
     #[arg(long, env = "BARGE_DEPENDS_ON_MAX", default_value_t = barge_core::limits::DEPENDS_ON_MAX_DEFAULT)]
     depends_on_max: usize,
-    /// How the local agent runs jobs: docker (a container of the job's image), process (a host
-    /// process), or auto (docker when the Docker socket answers, else process).
+    /// The token remote agents must present. Required when listening beyond loopback.
+    #[arg(long, env = "BARGE_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
+    /// A file holding the agent token (its first line).
+    #[arg(long, env = "BARGE_AGENT_TOKEN_FILE", conflicts_with = "agent_token")]
+    agent_token_file: Option<PathBuf>,
+    /// Seconds without a heartbeat after which a remote agent is declared lost and its jobs'
+    /// attempts fail with "Host EC2 (instance <id>) terminated."
+    #[arg(
+        long,
+        env = "BARGE_AGENT_HEARTBEAT_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    agent_heartbeat_timeout_seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The Barge server to join (http://HOST:PORT).
+    #[arg(long, env = "BARGE_SERVER")]
+    server: String,
+    /// The compute environment this host is an instance of.
+    #[arg(long, env = "BARGE_COMPUTE_ENVIRONMENT")]
+    compute_environment: String,
+    /// The server's agent token.
+    #[arg(long, env = "BARGE_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the agent token (its first line).
+    #[arg(long, env = "BARGE_AGENT_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Where the agent keeps its id, its ledger of running attempts and its Docker home id.
+    #[arg(
+        long,
+        env = "BARGE_AGENT_DATA_DIR",
+        default_value = "./barge-agent-data"
+    )]
+    data_dir: PathBuf,
+    /// The instance id (default: one made up on the first start and kept in the data
+    /// directory, so that a restarted agent is the same instance).
+    #[arg(long, env = "BARGE_AGENT_ID")]
+    agent_id: Option<String>,
+    /// vCPUs this host offers (default: its cores).
+    #[arg(long, env = "BARGE_AGENT_VCPUS")]
+    vcpus: Option<u64>,
+    /// Memory this host offers, in MiB (default: its memory).
+    #[arg(long, env = "BARGE_AGENT_MEMORY_MIB")]
+    memory_mib: Option<u64>,
+    /// GPUs this host offers (default: its NVIDIA devices).
+    #[arg(long, env = "BARGE_AGENT_GPUS")]
+    gpus: Option<u32>,
+    /// How jobs run here (as for `barge up`).
     #[arg(long, env = "BARGE_RUNNER", value_enum, default_value = "auto")]
     runner: RunnerArg,
+    /// The address the other nodes of a multi-node job reach this host at (default: the
+    /// address this host uses to reach the server).
+    #[arg(long, env = "BARGE_PRIVATE_IPV4")]
+    private_ipv4: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,50 +267,209 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             let agent_vcpus = match args.agent_vcpus {
                 Some(0) => anyhow::bail!("--agent-vcpus must be at least 1"),
                 Some(v) => v,
-                None => std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+                None => host_vcpus(),
             };
             let agent_memory_mib = match args.agent_memory_mib {
                 Some(0) => anyhow::bail!("--agent-memory-mib must be at least 1"),
                 Some(v) => v,
                 None => host_memory_mib()?,
             };
-            use barge_core::limits::{ARRAY_SIZE_MAX_CEILING, ARRAY_SIZE_MIN};
-            if !(ARRAY_SIZE_MIN..=ARRAY_SIZE_MAX_CEILING).contains(&args.array_size_max) {
-                anyhow::bail!(
-                    "--array-size-max must be between {ARRAY_SIZE_MIN} and {ARRAY_SIZE_MAX_CEILING}"
-                );
-            }
-            if args.depends_on_max == 0 {
-                anyhow::bail!("--depends-on-max must be at least 1");
-            }
-            if !args.listen.ip().is_loopback() {
-                eprintln!(
-                    "barge: warning: listening on {} without authentication; anyone who can reach it can run commands on this host",
-                    args.listen
-                );
-            }
-            let config = barge_server::UpConfig {
-                listen: args.listen,
-                data_dir: args.data_dir,
-                agent_vcpus,
-                agent_memory_mib,
-                agent_gpus: args.agent_gpus.unwrap_or_else(host_gpus),
-                identity: Identity {
-                    region: args.region,
-                    account_id: args.account_id,
-                },
-                core: barge_core::state::CoreConfig {
-                    array_size_max: args.array_size_max,
-                    depends_on_max: args.depends_on_max,
-                },
+            let local = barge_server::LocalAgentConfig {
+                vcpus: agent_vcpus,
+                memory_mib: agent_memory_mib,
+                gpus: args.agent_gpus.unwrap_or_else(host_gpus),
                 runner: args.runner.into(),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(barge_server::run_up(config))?;
-            Ok(std::process::ExitCode::SUCCESS)
+            serve(server_config(args.server, Some(local))?)
         }
+        Commands::Server(args) => serve(server_config(args, None)?),
+        Commands::Agent(args) => agent(args),
         Commands::Why(args) => why(args),
     }
+}
+
+fn host_vcpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+fn serve(config: barge_server::UpConfig) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(barge_server::run_up(config))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A token from its flag or its file (first line, trimmed); an empty one is refused.
+fn read_token(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    flag: &str,
+) -> anyhow::Result<Option<String>> {
+    let token = match (value, file) {
+        (Some(v), _) => v,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the token file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("{flag}: the agent token is empty");
+    }
+    Ok(Some(token))
+}
+
+fn server_config(
+    args: ServerArgs,
+    local_agent: Option<barge_server::LocalAgentConfig>,
+) -> anyhow::Result<barge_server::UpConfig> {
+    use barge_core::limits::{ARRAY_SIZE_MAX_CEILING, ARRAY_SIZE_MIN};
+    use barge_server::limits::HEARTBEAT_TIMEOUT_MS_MIN;
+    if !(ARRAY_SIZE_MIN..=ARRAY_SIZE_MAX_CEILING).contains(&args.array_size_max) {
+        anyhow::bail!(
+            "--array-size-max must be between {ARRAY_SIZE_MIN} and {ARRAY_SIZE_MAX_CEILING}"
+        );
+    }
+    if args.depends_on_max == 0 {
+        anyhow::bail!("--depends-on-max must be at least 1");
+    }
+    let heartbeat_timeout_ms = args.agent_heartbeat_timeout_seconds.saturating_mul(1000);
+    if heartbeat_timeout_ms < HEARTBEAT_TIMEOUT_MS_MIN {
+        anyhow::bail!(
+            "--agent-heartbeat-timeout-seconds must be at least {}",
+            HEARTBEAT_TIMEOUT_MS_MIN / 1000
+        );
+    }
+    let agent_token = read_token(args.agent_token, args.agent_token_file, "--agent-token")?;
+    if !args.listen.ip().is_loopback() {
+        if agent_token.is_none() {
+            anyhow::bail!(
+                "listening on {} needs an agent token, so that only your agents can join and receive jobs: pass --agent-token-file FILE (or --agent-token / BARGE_AGENT_TOKEN), and give the agents the same token",
+                args.listen
+            );
+        }
+        eprintln!(
+            "barge: warning: listening on {} without authentication of API requests; anyone who can reach it can submit jobs",
+            args.listen
+        );
+    }
+    Ok(barge_server::UpConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        local_agent,
+        agent_token,
+        heartbeat_timeout_ms,
+        identity: Identity {
+            region: args.region,
+            account_id: args.account_id,
+        },
+        core: barge_core::state::CoreConfig {
+            array_size_max: args.array_size_max,
+            depends_on_max: args.depends_on_max,
+        },
+    })
+}
+
+/// The agent's instance id: given, or made up once and kept in the data directory.
+fn agent_id(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    let path = data_dir.join("agent-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let hex = format!("{:032x}", random_u128());
+    let id = format!("i-{}", &hex[..17]);
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// 128 random bits from the kernel.
+fn random_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// The address this host uses to reach `server` (a UDP socket's local address after a
+/// connect, which sends nothing).
+fn address_towards(server: &str) -> Option<String> {
+    let authority = server.split_once("://")?.1.trim_end_matches('/');
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&authority)
+        .ok()?
+        .find(|a| a.is_ipv4())?;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
+/// `barge agent`: runs until Ctrl-C or SIGTERM; exits 1 if the server refuses it.
+fn agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
+    let token = read_token(args.token, args.token_file, "--token")?;
+    let agent_id = agent_id(args.agent_id, &args.data_dir)?;
+    let vcpus = match args.vcpus {
+        Some(0) => anyhow::bail!("--vcpus must be at least 1"),
+        Some(v) => v,
+        None => host_vcpus(),
+    };
+    let memory_mib = match args.memory_mib {
+        Some(0) => anyhow::bail!("--memory-mib must be at least 1"),
+        Some(v) => v,
+        None => host_memory_mib()?,
+    };
+    let private_ipv4 = args
+        .private_ipv4
+        .map(|ip| ip.to_string())
+        .or_else(|| address_towards(&args.server));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let runner = barge_agent::Runner::choose(args.runner.into(), &agent_id, Some(&args.data_dir)).await?;
+        println!(
+            "barge agent {agent_id}: joining compute environment {} at {} with {vcpus} vCPUs, {memory_mib} MiB, runner {}",
+            args.compute_environment,
+            args.server,
+            runner.description()
+        );
+        let config = barge_agent::remote::RemoteConfig {
+            server: args.server,
+            token,
+            agent_id,
+            compute_environment: args.compute_environment,
+            vcpus,
+            memory_mib,
+            gpus: args.gpus.unwrap_or_else(host_gpus),
+            private_ipv4,
+            state_dir: args.data_dir,
+            runner_kind: runner.kind(),
+            runner: std::sync::Arc::new(runner),
+        };
+        match barge_agent::remote::run(config, barge_server::shutdown_signal()).await {
+            Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("barge agent: {e}");
+                Ok(std::process::ExitCode::from(1))
+            }
+        }
+    })
 }
