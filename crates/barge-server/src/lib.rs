@@ -306,6 +306,8 @@ async fn start_local_agent(
             state_dir: Some(agent_dir),
             runner: runner.clone(),
             held: Default::default(),
+            adopt: false,
+            recovered: None,
         },
         control,
         agent_rx,
