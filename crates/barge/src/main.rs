@@ -167,7 +167,8 @@ struct ServerArgs {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The Barge server to join (http://HOST:PORT).
+    /// The Barge server to join (http://HOST:PORT), or several separated by commas (servers
+    /// sharing one PostgreSQL database): calls move on to the next when one cannot be reached.
     #[arg(long, env = "BARGE_SERVER")]
     server: String,
     /// The compute environment this host is an instance of.
@@ -439,7 +440,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     let private_ipv4 = args
         .private_ipv4
         .map(|ip| ip.to_string())
-        .or_else(|| address_towards(&args.server));
+        .or_else(|| address_towards(args.server.split(',').next().unwrap_or("").trim()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
