@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 mod agents;
 mod http;
 pub mod limits;
+mod proxy;
 mod scheduler;
 mod shared;
 mod timers;
