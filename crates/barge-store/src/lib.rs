@@ -291,7 +291,7 @@ impl LeaseKeeper {
         check_ttl(ttl_ms)?;
         match &mut self.backend {
             KeeperBackend::Sqlite(l) => Ok(Some(sqlite::acquire(l, holder, url))),
-            KeeperBackend::Postgres(c) => pg::try_acquire(c.client()?, holder, url, ttl_ms),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::try_acquire(c, holder, url, ttl_ms)),
         }
     }
 
@@ -300,7 +300,7 @@ impl LeaseKeeper {
         check_ttl(ttl_ms)?;
         match &mut self.backend {
             KeeperBackend::Sqlite(_) => Ok(true),
-            KeeperBackend::Postgres(c) => pg::renew(c.client()?, lease, ttl_ms),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::renew(c, lease, ttl_ms)),
         }
     }
 
@@ -308,7 +308,7 @@ impl LeaseKeeper {
     pub fn release(&mut self, lease: &Lease) -> Result<bool, StoreError> {
         match &mut self.backend {
             KeeperBackend::Sqlite(l) => Ok(sqlite::release(l, lease)),
-            KeeperBackend::Postgres(c) => pg::release(c.client()?, lease),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::release(c, lease)),
         }
     }
 
@@ -316,7 +316,7 @@ impl LeaseKeeper {
     pub fn current_leader(&mut self) -> Result<Option<LeaderInfo>, StoreError> {
         match &mut self.backend {
             KeeperBackend::Sqlite(l) => Ok(sqlite::current_leader(l)),
-            KeeperBackend::Postgres(c) => pg::current_leader(c.client()?),
+            KeeperBackend::Postgres(c) => c.run(pg::current_leader),
         }
     }
 }

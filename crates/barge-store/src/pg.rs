@@ -28,6 +28,7 @@ use barge_core::arn::Identity;
 use barge_core::command::{Changes, Key};
 use barge_core::State;
 use postgres::config::Host;
+use postgres::error::Severity;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
@@ -128,6 +129,30 @@ fn describe(config: &Config) -> String {
     format!("{user}@{host}:{port}/{db}")
 }
 
+/// Whether a failed call means the session is gone (the server ended it, the socket broke), so
+/// a repeatable call may run again on a new connection. The client marks itself closed only
+/// once it has read the end of the stream, which may come after the error, so the error's own
+/// kind counts too: a FATAL always ends the session.
+fn session_lost(result: &Result<impl Sized, StoreError>, client: &Client) -> bool {
+    let Err(e) = result else {
+        return false;
+    };
+    if client.is_closed() {
+        return true;
+    }
+    let StoreError::Postgres { source, .. } = e else {
+        return false;
+    };
+    source.is_closed()
+        || source.as_db_error().is_some_and(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            )
+        })
+        || std::error::Error::source(source).is_some_and(|c| c.is::<std::io::Error>())
+}
+
 /// Wraps a client error with what the store was doing.
 pub(crate) fn pg(what: &'static str) -> impl Fn(postgres::Error) -> StoreError {
     move |source| StoreError::Postgres { what, source }
@@ -223,29 +248,50 @@ impl PgStore {
         self.fence = Some(lease);
     }
 
-    /// Runs `f` on the writer connection, opening a new one if the last one broke.
+    /// Runs `f` on the writer connection, opening a new one if the last one broke. With
+    /// `repeat`, a call that failed because the connection had died while idle (a server
+    /// restart, a proxy's timeout: only found out by using it) runs once more on a new one;
+    /// only for calls whose repeat is harmless (reads, lease updates that are idempotent for
+    /// their holder), never for a commit, which may have landed.
     fn with_conn<T>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+        repeat: bool,
+        mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut slot = self.conn.borrow_mut();
-        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+        let mut tries_left = if repeat { 2 } else { 1 };
+        loop {
+            let fresh = slot.as_ref().is_none_or(|c| c.client.is_closed());
+            if fresh {
+                *slot = None;
+                *slot = Some(Conn::open(&self.target)?);
+            }
+            let conn = slot.as_mut().expect("opened above");
+            let result = f(conn);
+            tries_left -= 1;
+            if !session_lost(&result, &conn.client) {
+                return result;
+            }
+            // A lost session is never used again: the next call opens a new one.
             *slot = None;
-            *slot = Some(Conn::open(&self.target)?);
+            // On a connection just opened the server itself is the trouble: say so now.
+            if fresh || tries_left == 0 {
+                return result;
+            }
         }
-        f(slot.as_mut().expect("just opened"))
     }
 
+    /// Runs a repeatable `f` (see `with_conn`) on the writer connection's client.
     pub(crate) fn with_client<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        mut f: impl FnMut(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_conn(|c| f(&mut c.client))
+        self.with_conn(true, |c| f(&mut c.client))
     }
 
     pub(crate) fn load(&self, identity: Identity) -> Result<State, StoreError> {
-        let mut state = State::new(identity);
-        self.with_conn(|conn| {
+        let mut state = self.with_conn(true, |conn| {
+            let mut state = State::new(identity.clone());
             let read = pg("reading the stored state");
             // Streamed row by row: the state can be large, and one statement sees one
             // consistent snapshot.
@@ -262,7 +308,7 @@ impl PgStore {
                 let body: &[u8] = row.try_get(2).map_err(&read)?;
                 put_entity(&mut state, kind, key, body)?;
             }
-            Ok(())
+            Ok(state)
         })?;
         state.rebuild_indexes();
         Ok(state)
@@ -295,7 +341,7 @@ impl PgStore {
         let ev_messages: Vec<&[u8]> = events.iter().map(|e| e.message.as_bytes()).collect();
 
         let fence = self.fence.clone();
-        self.with_conn(|conn| {
+        self.with_conn(false, |conn| {
             let write = pg("committing a batch");
             let Conn {
                 client,
@@ -526,12 +572,30 @@ impl PgLeaseConn {
         })
     }
 
-    pub(crate) fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+    /// Runs `f`, once more on a new connection if the last one had died while idle (every
+    /// lease operation is idempotent for its holder, so a repeat is harmless).
+    pub(crate) fn run<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tries_left = 2;
+        loop {
+            let fresh = self.client.as_ref().is_none_or(|c| c.is_closed());
+            if fresh {
+                self.client = None;
+                self.client = Some(self.target.connect()?);
+            }
+            let client = self.client.as_mut().expect("opened above");
+            let result = f(client);
+            tries_left -= 1;
+            if !session_lost(&result, client) {
+                return result;
+            }
             self.client = None;
-            self.client = Some(self.target.connect()?);
+            if fresh || tries_left == 0 {
+                return result;
+            }
         }
-        Ok(self.client.as_mut().expect("just opened"))
     }
 }
 
@@ -547,15 +611,21 @@ pub(crate) struct PgLogReader {
 impl PgLogReader {
     fn with_client<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl Fn(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let idle = self.idle.lock().expect("log reader pool").pop();
-        let mut client = match idle {
-            Some(c) if !c.is_closed() => c,
-            _ => self.target.connect()?,
+        let (mut client, pooled) = match idle {
+            Some(c) if !c.is_closed() => (c, true),
+            _ => (self.target.connect()?, false),
         };
-        let result = f(&mut client);
-        if !client.is_closed() {
+        let mut result = f(&mut client);
+        // A pooled connection may have died while idle (a server restart, a proxy's timeout);
+        // that is only found out by using it. Reads are safe to repeat, so once on a fresh one.
+        if pooled && session_lost(&result, &client) {
+            client = self.target.connect()?;
+            result = f(&mut client);
+        }
+        if !client.is_closed() && !session_lost(&result, &client) {
             let mut idle = self.idle.lock().expect("log reader pool");
             if idle.len() < READ_CONNECTIONS_MAX {
                 idle.push(client);

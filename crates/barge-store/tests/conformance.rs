@@ -1278,6 +1278,47 @@ fn a_new_leader_loads_what_the_old_one_committed(db: &dyn TestDb) {
     assert_same_entities(&b.load(Default::default()).unwrap(), &d.state);
 }
 
+/// Ends every other session on the test database, as a server restart or a proxy would.
+fn drop_connections(db: &PgDb) {
+    let mut admin = admin_client(&db.url);
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+}
+
+fn broken_connections_are_reopened(db: &PgDb) {
+    let mut store = db.open().unwrap();
+    let reader = store.reader().unwrap();
+    let (state, changes) = small_batch("first", 1);
+    store.commit(&state, &changes).unwrap();
+    assert!(reader.has_events(1).unwrap());
+    drop_connections(db);
+    // The log reader repeats a read on a fresh connection: no error reaches the caller.
+    assert!(reader.has_events(1).unwrap());
+    // The writer finds out on its next commit, which fails (a commit is not repeated: it may
+    // have landed), and the one after runs on a new connection.
+    let (state, changes) = small_batch("second", 2);
+    if store.commit(&state, &changes).is_err() {
+        store.commit(&state, &changes).unwrap();
+    }
+    // Reads and lease operations are repeated on a fresh connection.
+    drop_connections(db);
+    let loaded = store.load(Default::default()).unwrap();
+    assert!(loaded.compute_environments.contains_key("second"));
+    drop_connections(db);
+    let lease = store
+        .try_acquire_lease("a", "http://a", LONG_TTL_MS)
+        .unwrap()
+        .unwrap();
+    let mut keeper = store.lease_keeper().unwrap();
+    drop_connections(db);
+    assert!(keeper.renew(&lease, LONG_TTL_MS).unwrap());
+    assert_eq!(store.current_leader().unwrap().unwrap().epoch, lease.epoch);
+}
+
 // ---- without a server ---------------------------------------------------------------------------
 
 #[test]
@@ -1361,5 +1402,6 @@ suite! {
         releasing_hands_over_at_once,
         a_keeper_renews_beside_the_writer,
         a_new_leader_loads_what_the_old_one_committed,
+        broken_connections_are_reopened,
     ],
 }
