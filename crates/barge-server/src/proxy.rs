@@ -33,8 +33,10 @@ pub fn unavailable(message: &str) -> Response {
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
-    resp.headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static("ServerException"));
+    resp.headers_mut().insert(
+        "x-amzn-errortype",
+        HeaderValue::from_static("ServerException"),
+    );
     resp
 }
 
@@ -70,14 +72,23 @@ pub async fn forward(leader_url: &str, req: Request<Body>) -> Response {
     .await;
     let stream = match connect {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return unavailable(&format!("the leader at {leader_url} cannot be reached ({e}); retry")),
-        Err(_) => return unavailable(&format!("the leader at {leader_url} did not answer in time; retry")),
+        Ok(Err(e)) => {
+            return unavailable(&format!(
+                "the leader at {leader_url} cannot be reached ({e}); retry"
+            ))
+        }
+        Err(_) => {
+            return unavailable(&format!(
+                "the leader at {leader_url} did not answer in time; retry"
+            ))
+        }
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => return unavailable(&format!("the leader at {leader_url}: {e}; retry")),
-    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return unavailable(&format!("the leader at {leader_url}: {e}; retry")),
+        };
     let driver = tokio::spawn(connection);
     let mut forwarded = Request::builder()
         .method(parts.method)
@@ -95,7 +106,9 @@ pub async fn forward(leader_url: &str, req: Request<Body>) -> Response {
         Ok(a) => a,
         Err(e) => {
             driver.abort();
-            return unavailable(&format!("the leader at {leader_url} failed the request ({e}); retry"));
+            return unavailable(&format!(
+                "the leader at {leader_url} failed the request ({e}); retry"
+            ));
         }
     };
     let (parts, body) = answer.into_parts();
