@@ -23,10 +23,13 @@ use tokio::sync::{mpsc, Notify};
 mod http;
 pub mod limits;
 mod scheduler;
+pub mod security;
 mod shared;
 mod timers;
+mod tls;
 mod writer;
 
+pub use security::SecurityConfig;
 pub use shared::Shared;
 
 /// Settings of `barge up`.
@@ -43,6 +46,8 @@ pub struct UpConfig {
     pub core: barge_core::state::CoreConfig,
     /// How the local agent runs jobs.
     pub runner: RunnerChoice,
+    /// Access keys (SigV4) and TLS; the default is neither, on loopback only.
+    pub security: SecurityConfig,
 }
 
 /// The local agent's link to the control plane: reports become writer commands.
@@ -117,6 +122,8 @@ fn default_job_queue() -> JobQueue {
 
 /// Runs `barge up` until Ctrl-C or SIGTERM: control plane, local agent, scheduler, HTTP.
 pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
+    // Before anything is opened or bound.
+    config.security.check_listen(config.listen)?;
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let first_start = store.is_new();
@@ -223,7 +230,7 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let endpoint = format!("{}://{}", config.security.scheme(), listener.local_addr()?);
     let limits = runner.limits_note();
     if let Some(note) = &limits {
         tracing::info!("process runner {note}");
@@ -236,10 +243,18 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         limits.as_deref(),
     );
 
-    let app = http::router(shared.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = security::protect(
+        http::router(shared.clone()),
+        &config.security,
+        &config.identity.region,
+    );
+    tls::serve(
+        listener,
+        app,
+        config.security.tls.as_ref(),
+        shutdown_signal(),
+    )
+    .await?;
 
     eprintln!("barge: shutting down: stopping running jobs");
     stop_scheduler.notify_one();
@@ -279,11 +294,7 @@ fn print_banner(
     if let Some(limits) = limits {
         println!("  {limits}");
     }
-    println!("Try it (any credentials work on loopback):");
-    println!(
-        "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",
-        config.identity.region
-    );
+    security::print_banner_lines(&config.security, &config.identity.region);
     println!(
         "  aws batch register-job-definition --job-definition-name hello --type container --container-properties '{{\"image\":\"busybox\",\"command\":[\"echo\",\"hello from barge\"]}}' --endpoint-url {endpoint}"
     );
