@@ -17,10 +17,10 @@
 //! Session tokens (`X-Amz-Security-Token`) are accepted when signed, and otherwise ignored:
 //! Barge has long-term access keys only, so a token grants nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use barge_core::limits::SIGV4_CLOCK_SKEW_MS;
+use barge_core::limits::{SIGV4_CLOCK_SKEW_MS, SIGV4_SIGNED_HEADERS_MAX};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -181,6 +181,21 @@ pub fn verify(
         return Err(ApiError::incomplete_signature(format!(
             "SignedHeaders '{}' has an empty header name; list names separated by ';'.",
             auth.signed_headers
+        )));
+    }
+    if signed_headers.len() > SIGV4_SIGNED_HEADERS_MAX {
+        return Err(ApiError::incomplete_signature(format!(
+            "SignedHeaders names {} headers; Barge verifies at most {SIGV4_SIGNED_HEADERS_MAX}.",
+            signed_headers.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(twice) = signed_headers
+        .iter()
+        .find(|h| !seen.insert(h.to_ascii_lowercase()))
+    {
+        return Err(ApiError::incomplete_signature(format!(
+            "SignedHeaders names '{twice}' more than once; list each header once."
         )));
     }
     if !signed_headers

@@ -724,6 +724,24 @@ fn missing_and_malformed_authorization() {
         ),
         "'Host' must be a 'SignedHeader'",
     );
+    incomplete(
+        with_auth(
+            &auth.replace(
+                "SignedHeaders=content-type;",
+                "SignedHeaders=content-type;Content-Type;",
+            ),
+            true,
+        ),
+        "names 'Content-Type' more than once",
+    );
+    let many: Vec<String> = (0..=SIGV4_SIGNED_HEADERS_MAX)
+        .map(|i| format!("x-h{i}"))
+        .collect();
+    let many = auth.replace(
+        "SignedHeaders=",
+        &format!("SignedHeaders={};", many.join(";")),
+    );
+    incomplete(with_auth(&many, true), "Barge verifies at most");
     let mut twice = good.clone();
     twice.push(("authorization", auth.clone().into_bytes()));
     incomplete(
