@@ -120,11 +120,7 @@ async fn serve_until(
     config: &UpConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = security::protect(
-        http::router(app),
-        &config.security,
-        &config.identity.region,
-    );
+    let router = security::protect(http::router(app), &config.security, &config.identity.region);
     tls::serve(listener, router, config.security.tls.as_ref(), stop).await?;
     Ok(())
 }
