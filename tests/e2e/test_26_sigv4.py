@@ -316,7 +316,8 @@ def test_keys_from_the_environment_allow_listening_beyond_loopback(server_factor
     srv = server_factory(
         name=uniq("sigv4-env"), port=port, use_env_vars=True,
         extra_args=["--listen", f"0.0.0.0:{port}"],
-        extra_env={"BARGE_ACCESS_KEY_ID": "AKIAFROMENV", "BARGE_SECRET_ACCESS_KEY": "env-secret"},
+        extra_env={"BARGE_ACCESS_KEY_ID": "AKIAFROMENV", "BARGE_SECRET_ACCESS_KEY": "env-secret",
+                   "BARGE_AGENT_TOKEN": "agent-token"},
     )
     log = srv.log_text()
     assert f"at http://0.0.0.0:{port}" in log
@@ -399,3 +400,45 @@ def test_https_with_the_operator_s_certificate(server_factory, credentials_file,
     out = why(srv, job_id, keys, "--ca-bundle", str(cert), "--output", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["jobId"] == job_id
+
+
+def test_a_remote_agent_joins_an_https_server_with_the_operator_s_certificate(
+        server_factory, credentials_file, tls_files, tmp_path):
+    """Beyond loopback everything is locked: keys for the API, TLS, and a token for agents. An
+    agent reaches such a server over https, verifying its certificate with --ca-bundle."""
+    import os
+    import signal
+
+    cert, key = tls_files
+    srv = server_factory(
+        name=uniq("tls-agents"), tls_ca=str(cert), subcommand="server",
+        extra_args=["--credentials-file", str(credentials_file), "--tls-cert", str(cert), "--tls-key", str(key),
+                    "--agent-token", "agent-secret"],
+    )
+    batch = client("batch", srv, verify=str(cert))
+    ce, queue = uniq("ce"), uniq("q")
+    batch.create_compute_environment(computeEnvironmentName=ce, type="UNMANAGED", state="ENABLED")
+    batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BARGE_")}
+    env["BARGE_AGENT_TOKEN"] = "agent-secret"
+    base = [barge_bin(), "agent", "--server", srv.endpoint, "--compute-environment", ce, "--runner", "process",
+            "--vcpus", "1", "--memory-mib", "4096"]
+    # Without trusting the certificate the agent cannot join.
+    refused = subprocess.Popen(base + ["--data-dir", str(tmp_path / "refused")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = refused.communicate(timeout=3)
+    except subprocess.TimeoutExpired:
+        refused.send_signal(signal.SIGTERM)
+        out, _ = refused.communicate(timeout=30)
+    assert "TLS handshake" in out, out
+    agent = subprocess.Popen(base + ["--data-dir", str(tmp_path / "agent"), "--ca-bundle", str(cert)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        job_id = submit(batch, queue, register_jobdef(batch, ["true"])["jobDefinitionArn"])["jobId"]
+        job = wait_for(batch, job_id, ("SUCCEEDED", "FAILED"), timeout_s=60)
+        assert job["status"] == "SUCCEEDED", job
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)

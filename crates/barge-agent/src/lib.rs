@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod remote;
 mod reporter;
 mod runner;
+pub mod tls;
 
 pub use agent::{run, AgentConfig, HeldAttempts};
 pub use control::{ControlPlane, ReportError};

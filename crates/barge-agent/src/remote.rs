@@ -31,8 +31,10 @@ use crate::AgentConfig;
 
 /// Settings of `barge agent`.
 pub struct RemoteConfig {
-    /// `http://HOST:PORT` of a Barge server.
+    /// `http(s)://HOST:PORT` of a Barge server, or several separated by commas.
     pub server: String,
+    /// The CA bundle (PEM) to verify https servers with; None: the system's.
+    pub ca_bundle: Option<PathBuf>,
     pub token: Option<String>,
     /// The instance id, stable across restarts.
     pub agent_id: String,
@@ -107,7 +109,12 @@ pub async fn run(
     config: RemoteConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RemoteError> {
-    let client = Client::new(&config.server, config.token.clone()).map_err(RemoteError::Config)?;
+    let client = Client::new(
+        &config.server,
+        config.token.clone(),
+        config.ca_bundle.as_deref(),
+    )
+    .map_err(RemoteError::Config)?;
     let held = Arc::new(HeldAttempts::default());
     let (tx, rx) = mpsc::unbounded_channel();
     let recovered = Arc::new(tokio::sync::Notify::new());

@@ -156,10 +156,14 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
         config.heartbeat_timeout_ms / 1000
     );
     security::print_banner_lines(&config.security, &config.identity.region);
-    println!(
-        "  aws batch register-job-definition --job-definition-name hello --type container --container-properties '{{\"image\":\"busybox\",\"command\":[\"echo\",\"hello from barge\"]}}' --endpoint-url {endpoint}"
-    );
-    println!("  aws batch submit-job --job-name hello --job-queue default --job-definition hello --endpoint-url {endpoint}");
+    if local.is_some() {
+        println!(
+            "  aws batch register-job-definition --job-definition-name hello --type container --container-properties '{{\"image\":\"busybox\",\"command\":[\"echo\",\"hello from barge\"]}}' --endpoint-url {endpoint}"
+        );
+        println!("  aws batch submit-job --job-name hello --job-queue default --job-definition hello --endpoint-url {endpoint}");
+    } else {
+        println!("  aws batch create-compute-environment --compute-environment-name fleet --type UNMANAGED --endpoint-url {endpoint}");
+    }
     println!("Press Ctrl-C to stop.");
 }
 

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -19,12 +19,6 @@ const RESPONSE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 const LOCAL_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Barge's default region: what a signature is scoped to when the environment names none.
 const REGION_DEFAULT: &str = "us-east-1";
-/// Where Debian, Alpine, Fedora/RHEL and macOS keep the system's trusted CAs.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
 
 /// An access key to sign with, and the region to scope signatures to.
 pub struct Credentials {
@@ -137,7 +131,7 @@ pub fn get(
     tcp.set_read_timeout(timeout)?;
     tcp.set_write_timeout(timeout)?;
     let raw = if tls {
-        let config = tls_config(ca_bundle)?;
+        let config = barge_agent::tls::client_config(ca_bundle).map_err(anyhow::Error::msg)?;
         let host = host_of(authority);
         let name = rustls_pki_types::ServerName::try_from(host.to_string())
             .with_context(|| format!("'{host}' is not a host name or IP address"))?;
@@ -189,105 +183,6 @@ fn host_of(authority: &str) -> &str {
         return v6.split(']').next().unwrap_or(v6);
     }
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-}
-
-fn tls_config(ca_bundle: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let bundle = match ca_bundle {
-        Some(path) => path.to_path_buf(),
-        None => SYSTEM_CA_BUNDLES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .context("no system CA bundle found; pass --ca-bundle (or AWS_CA_BUNDLE) with the certificate Barge serves or its CA's")?,
-    };
-    use rustls_pki_types::pem::PemObject;
-    let pem = read_bounded(&bundle)?;
-    let mut roots = rustls::RootCertStore::empty();
-    let mut pinned = Vec::new();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.with_context(|| format!("{} is not a PEM bundle", bundle.display()))?;
-        pinned.push(cert.clone());
-        roots
-            .add(cert)
-            .with_context(|| format!("a certificate in {} cannot be used", bundle.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("{} holds no PEM certificate", bundle.display());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .context("setting up certificate verification")?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("setting up TLS")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { pinned, webpki }))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// WebPKI verification, plus one case it refuses: the server's certificate is itself in the
-/// bundle. `openssl req -x509` makes self-signed certificates marked as CAs, which WebPKI will
-/// not accept as a server's own; the aws CLI (OpenSSL) does. A certificate the operator put in
-/// the bundle byte for byte is trusted as the aws CLI trusts it: the host name is still
-/// checked, its validity dates are not (the operator chose this very certificate).
-#[derive(Debug)]
-struct PinnedOrWebPki {
-    pinned: Vec<rustls_pki_types::CertificateDer<'static>>,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedOrWebPki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &rustls_pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let verdict = self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        if verdict.is_err()
-            && self
-                .pinned
-                .iter()
-                .any(|p| p.as_ref() == end_entity.as_ref())
-        {
-            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_name(&parsed, server_name)?;
-            return Ok(rustls::client::danger::ServerCertVerified::assertion());
-        }
-        verdict
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
 }
 
 fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {

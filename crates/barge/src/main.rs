@@ -246,6 +246,10 @@ struct AgentArgs {
     /// How jobs run here (as for `barge up`).
     #[arg(long, env = "BARGE_RUNNER", value_enum, default_value = "auto")]
     runner: RunnerArg,
+    /// The CA bundle (PEM) that verifies an https:// server's certificate (default: the
+    /// system's CAs). A self-signed certificate may be given as its own bundle.
+    #[arg(long, env = "BARGE_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
     /// The address the other nodes of a multi-node job reach this host at (default: the
     /// address this host uses to reach the server).
     #[arg(long, env = "BARGE_PRIVATE_IPV4")]
@@ -411,12 +415,6 @@ fn server_config(
         );
     }
     let agent_token = read_token(args.agent_token, args.agent_token_file, "--agent-token")?;
-    if !args.listen.ip().is_loopback() && agent_token.is_none() {
-        anyhow::bail!(
-            "listening on {} needs an agent token, so that only your agents can join and receive jobs: pass --agent-token-file FILE (or --agent-token / BARGE_AGENT_TOKEN), and give the agents the same token",
-            args.listen
-        );
-    }
     // Secrets come from the environment, never from flags that `ps` would show.
     let security = barge_server::SecurityConfig::load(
         args.credentials_file.as_deref(),
@@ -425,6 +423,14 @@ fn server_config(
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
     )?;
+    // Without access keys, listening beyond loopback is refused anyway (with how to add
+    // keys); with them, agents need a token too, or anyone could join and receive jobs.
+    if !args.listen.ip().is_loopback() && security.requires_signatures() && agent_token.is_none() {
+        anyhow::bail!(
+            "listening on {} needs an agent token too, so that only your agents can join and receive jobs: pass --agent-token-file FILE (or BARGE_AGENT_TOKEN), and give the agents the same token",
+            args.listen
+        );
+    }
     Ok(barge_server::UpConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -525,6 +531,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
         );
         let config = barge_agent::remote::RemoteConfig {
             server: args.server,
+            ca_bundle: args.ca_bundle,
             token,
             agent_id,
             compute_environment: args.compute_environment,

@@ -38,27 +38,51 @@ pub struct Client {
     /// `host:port` of each server; calls go to the current one and move on to the next when
     /// it cannot be reached (several servers share one PostgreSQL database; any of them
     /// serves agents).
-    authorities: Arc<Vec<String>>,
+    authorities: Arc<Vec<Target>>,
     current: Arc<AtomicUsize>,
     token: Option<String>,
+    /// Set when some server is an https:// one.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// One server: where to connect, and whether over TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    authority: String,
+    tls: bool,
 }
 
 impl Client {
-    /// A client for `servers`: one `http://HOST:PORT` URL, or several separated by commas.
-    pub fn new(servers: &str, token: Option<String>) -> Result<Client, String> {
+    /// A client for `servers`: one `http(s)://HOST:PORT` URL, or several separated by commas.
+    /// https servers are verified against `ca_bundle` (PEM), else the system's CAs.
+    pub fn new(
+        servers: &str,
+        token: Option<String>,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Client, String> {
         let authorities = servers
             .split(',')
-            .map(|s| authority_of(s.trim()))
+            .map(|s| target_of(s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = match authorities.iter().any(|t| t.tls) {
+            true => Some(crate::tls::client_config(ca_bundle)?),
+            false => None,
+        };
         Ok(Client {
             authorities: Arc::new(authorities),
             current: Arc::new(AtomicUsize::new(0)),
             token,
+            tls,
         })
     }
 
-    fn authority(&self) -> &str {
+    fn target(&self) -> &Target {
         &self.authorities[self.current.load(Ordering::Relaxed) % self.authorities.len()]
+    }
+
+    #[cfg(test)]
+    fn authority(&self) -> &str {
+        &self.target().authority
     }
 
     /// The next server, after one could not be reached.
@@ -73,19 +97,16 @@ impl Client {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let authority = self.authority().to_string();
-        let result = match tokio::time::timeout(
-            timeout,
-            self.call_once(&authority, operation, body),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Unavailable(format!(
-                "{operation}: no answer from {authority} within {} ms",
-                timeout.as_millis()
-            ))),
-        };
+        let target = self.target().clone();
+        let authority = target.authority.clone();
+        let result =
+            match tokio::time::timeout(timeout, self.call_once(&target, operation, body)).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::Unavailable(format!(
+                    "{operation}: no answer from {authority} within {} ms",
+                    timeout.as_millis()
+                ))),
+            };
         if matches!(result, Err(CallError::Unavailable(_))) {
             self.rotate();
         }
@@ -94,10 +115,11 @@ impl Client {
 
     async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        authority: &str,
+        target: &Target,
         operation: &str,
         body: &Req,
     ) -> Result<Resp, CallError> {
+        let authority = target.authority.as_str();
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             CallError::Unavailable(format!("{operation}: {what} {authority}: {e}"))
         };
@@ -106,10 +128,6 @@ impl Client {
             .await
             .map_err(|e| unavailable("cannot connect to", &e))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable("HTTP handshake with", &e))?;
-        let driver = tokio::spawn(connection);
         let mut request = Request::post(format!("{PATH_PREFIX}{operation}"))
             .header("host", authority)
             .header("content-type", "application/json");
@@ -119,17 +137,20 @@ impl Client {
         let request = request
             .body(Full::new(Bytes::from(payload)))
             .expect("a valid request");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unavailable("request to", &e))?;
-        let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), AGENT_RESPONSE_BYTES_MAX)
-            .collect()
-            .await
-            .map_err(|e| unavailable("reading the answer of", &e))?
-            .to_bytes();
-        driver.abort();
+        let (status, bytes) = match (&self.tls, target.tls) {
+            (Some(config), true) => {
+                let host = host_of(authority).to_string();
+                let name = rustls_pki_types::ServerName::try_from(host)
+                    .map_err(|e| unavailable("the server name of", &e))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| unavailable("TLS handshake with", &e))?;
+                exchange(tls, request).await
+            }
+            _ => exchange(stream, request).await,
+        }
+        .map_err(|(what, e)| unavailable(what, &e))?;
         if status == 200 {
             return serde_json::from_slice(&bytes).map_err(|e| CallError::Refused {
                 status,
@@ -158,31 +179,66 @@ impl Client {
     }
 }
 
-/// `host:port` of `server` (`http://HOST[:PORT]`).
-fn authority_of(server: &str) -> Result<String, String> {
-    let rest = match server.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err(format!(
-                "{server}: this agent speaks plain HTTP to the server; put it on a private network or behind a TLS tunnel"
-            ))
-        }
-        _ => return Err(format!("{server} is not an http://HOST:PORT URL")),
+/// One request on a fresh connection (plain or TLS): the status and the body, bounded.
+async fn exchange<IO>(
+    io: IO,
+    request: Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), (&'static str, String)>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ("HTTP handshake with", e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let answer = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ("request to", e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), AGENT_RESPONSE_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| ("reading the answer of", e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+    .await;
+    driver.abort();
+    answer
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Where `server` (`http(s)://HOST[:PORT]`) is.
+fn target_of(server: &str) -> Result<Target, String> {
+    let (rest, tls, port) = match server.split_once("://") {
+        Some(("http", rest)) => (rest, false, 80),
+        Some(("https", rest)) => (rest, true, 443),
+        _ => return Err(format!("{server} is not an http(s)://HOST:PORT URL")),
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(format!(
-            "{server} is not an http://HOST:PORT URL (no path allowed)"
+            "{server} is not an http(s)://HOST:PORT URL (no path allowed)"
         ));
     }
     let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
-    Ok(if has_port {
+    let authority = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
-    })
+        format!("{authority}:{port}")
+    };
+    Ok(Target { authority, tls })
 }
 
 #[cfg(test)]
@@ -192,24 +248,30 @@ mod tests {
     #[test]
     fn server_urls_are_checked() {
         assert_eq!(
-            Client::new("http://barge:8433/", None).unwrap().authority(),
+            Client::new("http://barge:8433/", None, None)
+                .unwrap()
+                .authority(),
             "barge:8433"
         );
         assert_eq!(
-            Client::new("http://barge", None).unwrap().authority(),
+            Client::new("http://barge", None, None).unwrap().authority(),
             "barge:80"
         );
-        assert!(Client::new("barge:8433", None).is_err());
-        assert!(Client::new("http://barge:8433/x", None).is_err());
-        assert!(Client::new("https://barge:8433", None)
-            .unwrap_err()
-            .contains("plain HTTP"));
-        assert!(Client::new("http://a:1,nope", None).is_err());
+        assert!(Client::new("barge:8433", None, None).is_err());
+        assert!(Client::new("http://barge:8433/x", None, None).is_err());
+        assert_eq!(
+            target_of("https://barge").unwrap(),
+            Target {
+                authority: "barge:443".into(),
+                tls: true
+            }
+        );
+        assert!(Client::new("http://a:1,nope", None, None).is_err());
     }
 
     #[test]
     fn an_unreachable_server_passes_calls_to_the_next() {
-        let client = Client::new("http://a:1, http://b:2", None).unwrap();
+        let client = Client::new("http://a:1, http://b:2", None, None).unwrap();
         assert_eq!(client.authority(), "a:1");
         client.rotate();
         assert_eq!(client.authority(), "b:2");
