@@ -90,6 +90,8 @@ pub struct Summary {
     pub arrays_failed: u64,
     /// Jobs that waited for a whole array (a plain dependency on its parent) and then ran.
     pub array_dependents_ran: u64,
+    /// Hosts drained and terminated by a scale-in (their drain was accepted).
+    pub scale_ins: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -108,6 +110,7 @@ impl Summary {
         self.retries += o.retries;
         self.reports_refused += o.reports_refused;
         self.agents_lost += o.agents_lost;
+        self.scale_ins += o.scale_ins;
         self.restarts += o.restarts;
         self.lost_batches += o.lost_batches;
         self.drain_rounds += o.drain_rounds;
@@ -236,9 +239,11 @@ enum StepKind {
     CreatePolicy,
     UpdatePolicy,
     DeletePolicy,
+    ScaleIn,
+    SetDesired,
 }
 
-const STEP_WEIGHTS: [(StepKind, u64); 28] = [
+const STEP_WEIGHTS: [(StepKind, u64); 30] = [
     (StepKind::CreateCe, 3),
     (StepKind::UpdateCe, 4),
     (StepKind::DeleteCe, 1),
@@ -267,6 +272,8 @@ const STEP_WEIGHTS: [(StepKind, u64); 28] = [
     (StepKind::CreatePolicy, 1),
     (StepKind::UpdatePolicy, 1),
     (StepKind::DeletePolicy, 1),
+    (StepKind::ScaleIn, 1),
+    (StepKind::SetDesired, 1),
 ];
 
 /// One simulated host. Its agent id changes when it joins again under a new identity.
