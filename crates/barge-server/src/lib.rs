@@ -21,8 +21,11 @@ use serde_json::Map;
 use tokio::sync::{mpsc, Notify};
 
 mod agents;
+pub mod config_file;
 mod http;
 pub mod limits;
+mod providers;
+mod scaling;
 mod scheduler;
 mod shared;
 mod timers;
@@ -45,6 +48,8 @@ pub struct UpConfig {
     pub identity: Identity,
     /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
     pub core: barge_core::state::CoreConfig,
+    /// The configuration file's instance types and providers (`--config`), if one was given.
+    pub scaling: Option<config_file::ScalingConfig>,
 }
 
 /// `barge up`'s local agent.
@@ -144,7 +149,10 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let mut state = store
         .load(config.identity.clone())
         .context("loading the stored state")?;
-    state.config = config.core;
+    state.config = config.core.clone();
+    if let Some(scaling) = &config.scaling {
+        state.config.scaling = Arc::new(scaling.catalog());
+    }
     let logs = store.reader()?;
     let published = Arc::new(ArcSwap::from_pointee(state));
     let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
@@ -217,6 +225,22 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
+    // After the bind: a local instance joins at the port actually listened on.
+    let stop_scaler = Arc::new(Notify::new());
+    let scaler = match &config.scaling {
+        Some(scaling) if !scaling.providers.is_empty() => {
+            let scaler = scaling::Scaler::start(
+                shared.clone(),
+                scaling.clone(),
+                &config.data_dir,
+                local_url(listener.local_addr()?),
+                config.agent_token.clone(),
+            )
+            .await?;
+            Some(tokio::spawn(scaler.run(stop_scaler.clone())))
+        }
+        _ => None,
+    };
     print_banner(&endpoint, &config, local.as_ref());
 
     let app = http::router(shared.clone());
@@ -236,6 +260,11 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let _ = timers.await;
     stop_heartbeats.notify_one();
     let _ = heartbeats.await;
+    if let Some(scaler) = scaler {
+        // Local instances are stopped; containers and command instances keep running.
+        stop_scaler.notify_one();
+        let _ = scaler.await;
+    }
     if let Some(local) = local {
         // Dropping the agent's channel asks it to stop its attempts and report their ends.
         router.unregister(&local.id);
@@ -339,6 +368,23 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&LocalAgent>) {
             "  no local agent: capacity is the agents that join (barge agent --server {endpoint} --compute-environment NAME)"
         ),
     }
+    if let Some(scaling) = &config.scaling {
+        println!(
+            "  configuration {}: {} instance types; providers: {}",
+            scaling.path.display(),
+            scaling.instance_types.len(),
+            if scaling.providers.is_empty() {
+                "none".to_string()
+            } else {
+                scaling
+                    .providers
+                    .iter()
+                    .map(|(name, p)| format!("{name} ({})", p.kind()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
     println!(
         "  remote agents: {}; lost after {} s without a heartbeat",
         if config.agent_token.is_some() {
@@ -358,6 +404,16 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&LocalAgent>) {
     );
     println!("  aws batch submit-job --job-name hello --job-queue default --job-definition hello --endpoint-url {endpoint}");
     println!("Press Ctrl-C to stop.");
+}
+
+/// How a process on this host reaches the server listening at `addr`.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Resolves at Ctrl-C or SIGTERM.

@@ -163,6 +163,10 @@ struct ServerArgs {
         default_value_t = 30
     )]
     agent_heartbeat_timeout_seconds: u64,
+    /// A TOML configuration file: instance types and the providers that scale MANAGED compute
+    /// environments tagged barge:provider=NAME (see README, "Scaling").
+    #[arg(long, env = "BARGE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -370,7 +374,13 @@ fn server_config(
         core: barge_core::state::CoreConfig {
             array_size_max: args.array_size_max,
             depends_on_max: args.depends_on_max,
+            ..Default::default()
         },
+        scaling: args
+            .config
+            .as_deref()
+            .map(barge_server::config_file::ScalingConfig::load)
+            .transpose()?,
     })
 }
 
