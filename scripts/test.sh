@@ -6,12 +6,17 @@
 # 1. installs missing Debian packages (only when something is missing),
 # 2. creates or reuses the virtualenv .venv with the real aws CLI v1, boto3, pytest, requests,
 # 3. cargo build --release --workspace,
-# 4. cargo test --release --workspace (unit, property and simulation tests; SIM_SEEDS seeds),
-# 5. the end-to-end suite: pytest tests/e2e against the real target/release/barge.
+# 4. starts a throwaway PostgreSQL (scripts/test-postgres.sh: a cluster under /tmp on a free
+#    127.0.0.1 port, pid file, stopped and removed when this script exits, also on failure) and
+#    exports BARGE_TEST_DATABASE_URL for the store's conformance suite,
+# 5. cargo test --release --workspace (unit, property and simulation tests; SIM_SEEDS seeds),
+# 6. the end-to-end suite: pytest tests/e2e against the real target/release/barge.
 #
 # Environment knobs:
 #   SIM_SEEDS=N            seeds for the deterministic simulation test (default 3000)
-#   SKIP_RUST_TESTS=1      skip step 4 (quicker iteration on the e2e suite)
+#   SKIP_RUST_TESTS=1      skip steps 4 and 5 (quicker iteration on the e2e suite)
+#   BARGE_TEST_DATABASE_URL=postgres://…  use this PostgreSQL (its role needs CREATEDB) instead
+#                          of starting one
 #   PYTHON=python3         interpreter used to create the virtualenv
 #
 # Exits non-zero if any step fails, after printing a summary of every step.
@@ -28,6 +33,10 @@ PY_REQUIREMENTS=("awscli>=1.44,<2" "boto3>=1.40,<2" "pytest>=8,<10" "requests>=2
 
 declare -a SUMMARY=()
 FAILED=0
+
+# start_postgres / stop_postgres (and BARGE_PG_DIR, the cluster's directory once started).
+# shellcheck source=scripts/test-postgres.sh
+source "$ROOT/scripts/test-postgres.sh"
 
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -63,7 +72,23 @@ print_summary() {
         printf '\nSOME STEPS FAILED\n'
     fi
 }
-trap print_summary EXIT
+# The PostgreSQL this script started never outlives it: stopped on every exit, and an
+# interrupt becomes an exit so that this runs then too.
+on_exit() {
+    if [[ -n "${BARGE_PG_DIR:-}" ]]; then
+        echo "stopping the test PostgreSQL"
+        stop_postgres
+    fi
+    print_summary
+}
+interrupted() {
+    SUMMARY+=("FAIL  interrupted by $1")
+    FAILED=1
+    exit "$2"
+}
+trap on_exit EXIT
+trap 'interrupted SIGINT 130' INT
+trap 'interrupted SIGTERM 143' TERM
 
 # ---- 1. system packages --------------------------------------------------------------
 install_system_packages() {
@@ -90,6 +115,13 @@ install_system_packages() {
     if command -v docker >/dev/null 2>&1 && [[ ! -x /bin/busybox ]]; then
         missing+=(busybox-static)
     fi
+    # The store's conformance suite runs against a real PostgreSQL server (step 4).
+    local pg_create_main=0
+    if [[ -z "${BARGE_TEST_DATABASE_URL:-}" ]] \
+        && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        missing+=(postgresql)
+        pg_create_main=1
+    fi
     if [[ ${#missing[@]} -eq 0 ]]; then
         echo "all system packages present"
         return 0
@@ -100,6 +132,12 @@ install_system_packages() {
         return 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    if [[ $pg_create_main -eq 1 ]]; then
+        # Debian would create and start a `main` cluster on port 5432 that nothing uses and
+        # nothing stops (there is no systemd here); the tests make their own.
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/barge-tests.conf
+    fi
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
 }
@@ -139,6 +177,13 @@ run_step "python virtualenv (.venv: awscli v1, boto3, pytest, requests)" setup_v
 run_step "cargo build --release --workspace" cargo build --release --workspace || exit 1
 
 if [[ "${SKIP_RUST_TESTS:-0}" != "1" ]]; then
+    if [[ -n "${BARGE_TEST_DATABASE_URL:-}" ]]; then
+        SUMMARY+=("SKIP  start PostgreSQL (BARGE_TEST_DATABASE_URL given)")
+    else
+        # If it cannot start, the store's PostgreSQL tests fail and say so; the rest still run.
+        run_step "start PostgreSQL (throwaway cluster for the store's conformance suite)" \
+            start_postgres || true
+    fi
     # A failure here is reported, but the e2e suite still runs so one run shows everything.
     run_step "cargo test --release --workspace (SIM_SEEDS=${SIM_SEEDS})" \
         cargo test --release --workspace || true

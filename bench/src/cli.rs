@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 
 /// Starts the real `barge` binary (a fresh `barge up` per measurement, on a free loopback port
 /// and a fresh data directory) and measures it over HTTP: SubmitJob requests/s, trivial jobs/s
-/// end to end, the server's resident memory idle and with many jobs queued, array jobs (a
+/// end to end (through the local agent, and through 1, 2 and 4 remote agents), the server's resident memory idle and with many jobs queued, array jobs (a
 /// million children submitted and queued, an array run end to end), a dependency graph, and
 /// trivial container jobs through the Docker runner against plain `docker run --rm`.
 #[derive(Debug, Clone, Parser)]
@@ -29,14 +29,30 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub e2e_jobs: u64,
 
-    /// vCPUs the local agent offers. More than the host has oversubscribes it, which suits
-    /// trivial jobs that need 1 vCPU each on paper and almost nothing in fact.
+    /// vCPUs the local agent offers (in the agents scenario: all remote agents together). More
+    /// than the host has oversubscribes it, which suits trivial jobs that need 1 vCPU each on
+    /// paper and almost nothing in fact.
     #[arg(long, value_name = "V", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub agent_vcpus: u64,
 
-    /// Memory the local agent offers, in MiB (each benchmark job asks for 16).
+    /// Memory the local agent offers, in MiB (in the agents scenario: all remote agents
+    /// together). Each benchmark job asks for 16.
     #[arg(long, value_name = "M", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub agent_memory_mib: u64,
+
+    /// Remote agents of each measurement of the agents scenario: one fresh `barge server` and
+    /// that many `barge agent`s on this host per count, sharing --agent-vcpus and
+    /// --agent-memory-mib evenly (rounded up), so that only the number of agents varies.
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',', default_values_t = [1, 2, 4],
+          value_parser = clap::value_parser!(u64).range(1..=crate::scenarios::agents::AGENT_COUNT_MAX))]
+    pub agent_counts: Vec<u64>,
+
+    /// A PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DATABASE) for the submit
+    /// scenario: it also measures SubmitJob into a held queue of `barge server --database-url
+    /// URL`. Use a scratch database: the run leaves its jobs there. The report names only its
+    /// host.
+    #[arg(long, value_name = "URL", value_parser = crate::database::parse)]
+    pub database_url: Option<String>,
 
     /// Jobs left waiting in a queue whose only compute environment is DISABLED, for the
     /// memory measurement.
@@ -90,6 +106,7 @@ pub struct Args {
 pub enum Scenario {
     Submit,
     E2e,
+    Agents,
     Memory,
     #[value(name = "array-submit")]
     ArraySubmit,
@@ -102,9 +119,10 @@ pub enum Scenario {
 impl Scenario {
     /// The default run, in this order. `container` is skipped (and says why) where no Docker
     /// daemon answers.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Submit,
         Scenario::E2e,
+        Scenario::Agents,
         Scenario::Memory,
         Scenario::ArraySubmit,
         Scenario::ArrayE2e,
@@ -116,6 +134,7 @@ impl Scenario {
         match self {
             Scenario::Submit => "submit",
             Scenario::E2e => "e2e",
+            Scenario::Agents => "agents",
             Scenario::Memory => "memory",
             Scenario::ArraySubmit => "array-submit",
             Scenario::ArrayE2e => "array-e2e",
@@ -159,6 +178,8 @@ mod tests {
         assert_eq!(a.queued_jobs, 100_000);
         assert_eq!(a.array_children, 10_000);
         assert_eq!(a.dag_jobs, 10_000);
+        assert_eq!(a.agent_counts, [1, 2, 4]);
+        assert_eq!(a.database_url, None);
         assert_eq!(
             (
                 a.container_jobs,
@@ -176,6 +197,7 @@ mod tests {
             [
                 "submit",
                 "e2e",
+                "agents",
                 "memory",
                 "array-submit",
                 "array-e2e",
@@ -222,6 +244,10 @@ mod tests {
             "3",
             "--image",
             "local/busybox:1",
+            "--agent-counts",
+            "3,1",
+            "--database-url",
+            "postgres://bench:pw@db:5432/bench",
             "--only",
             "e2e",
             "--output",
@@ -249,6 +275,11 @@ mod tests {
             (100, 4, 3)
         );
         assert_eq!(a.image, "local/busybox:1");
+        assert_eq!(a.agent_counts, [3, 1]);
+        assert_eq!(
+            a.database_url.as_deref(),
+            Some("postgres://bench:pw@db:5432/bench")
+        );
         assert_eq!(a.scenarios(), vec![Scenario::E2e]);
         assert_eq!(a.output, OutputFormat::Json);
     }
@@ -268,5 +299,11 @@ mod tests {
         assert!(parse(&["--container-concurrency", "0"]).is_err());
         assert!(parse(&["--container-concurrency", "257"]).is_err());
         assert!(parse(&["--container-rounds", "0"]).is_err());
+        assert!(parse(&["--agent-counts", "0"]).is_err());
+        assert!(parse(&["--agent-counts", "1,,2"]).is_err());
+        assert!(parse(&["--agent-counts", ""]).is_err());
+        assert!(parse(&["--agent-counts", "65"]).is_err());
+        assert!(parse(&["--agent-counts", "two"]).is_err());
+        assert!(parse(&["--database-url", "db:5432"]).is_err());
     }
 }

@@ -2,10 +2,12 @@
 //! clients would see it: SubmitJob requests/s from many concurrent clients, trivial jobs/s end
 //! to end through the process runner, the server's resident memory idle and with many jobs
 //! queued, array jobs (SubmitJob of a million children, the reads with them queued, an array
-//! run end to end), a dependency graph run end to end in order, and trivial container jobs
-//! through the Docker runner against plain `docker run --rm` of the same image. Every
-//! measurement starts its own `barge up` on a free loopback port with a fresh data directory,
-//! and stops it afterwards.
+//! run end to end), a dependency graph run end to end in order, trivial container jobs
+//! through the Docker runner against plain `docker run --rm` of the same image, and trivial
+//! jobs end to end through 1, 2 and 4 remote agents (`barge server` and `barge agent`). Every
+//! measurement starts its own `barge up` (or `barge server` and its agents) on a free loopback
+//! port with a fresh data directory, and stops it afterwards. With `--database-url`, the
+//! submit scenario also measures `barge server --database-url URL`.
 //! The report (markdown for docs/benchmarks.md, or JSON) goes to stdout and gives only measured
 //! numbers, beside the targets; progress goes to stderr.
 //!
@@ -13,6 +15,7 @@
 //! when one could not (the report then says why), 2 for bad arguments.
 
 mod cli;
+mod database;
 mod http;
 mod load;
 mod report;
@@ -27,7 +30,7 @@ use clap::Parser;
 use crate::cli::{Args, OutputFormat, Scenario};
 use crate::report::{Machine, Report, ScenarioError, ScenarioSkip};
 use crate::scenarios::Ctx;
-use crate::server::ServerConfig;
+use crate::server::{Plane, ServerConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,7 +47,8 @@ async fn main() -> ExitCode {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut report = Report {
-        command: report::shell_command_line(std::env::args()),
+        // The command line goes into the report; a database password must not.
+        command: report::shell_command_line(database::redact_args(std::env::args())),
         date: report::utc_date(started_s),
         barge: barge.display().to_string(),
         machine: Machine::probe(),
@@ -59,6 +63,7 @@ async fn main() -> ExitCode {
         // The scenarios run host commands (`true`), not images; the container scenario asks
         // for the Docker runner itself.
         runner: "process",
+        plane: Plane::Up,
     };
     let limit = Duration::from_secs(args.scenario_timeout_s);
 
@@ -86,6 +91,7 @@ async fn main() -> ExitCode {
         let outcome = match scenario {
             Scenario::Submit => scenarios::submit::run(&ctx, &mut report.figures).await,
             Scenario::E2e => scenarios::e2e::run(&ctx, &mut report.figures).await,
+            Scenario::Agents => scenarios::agents::run(&ctx, &mut report.figures).await,
             Scenario::Memory => scenarios::memory::run(&ctx, &mut report.figures).await,
             Scenario::ArraySubmit => scenarios::array_submit::run(&ctx, &mut report.figures).await,
             Scenario::ArrayE2e => scenarios::array_e2e::run(&ctx, &mut report.figures).await,

@@ -1,6 +1,7 @@
 //! The report: measured figures against the targets, the command line and the machine,
 //! as a markdown block for docs/benchmarks.md or as JSON.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -46,8 +47,8 @@ impl Target {
 pub struct Figure {
     /// The scenario that measured it.
     pub scenario: &'static str,
-    /// A stable key for scripts, e.g. `submit_rps_disabled_queue`.
-    pub key: &'static str,
+    /// A stable key for scripts, e.g. `submit_rps_held` or `agents_4_jobs_per_s_wall`.
+    pub key: Cow<'static, str>,
     pub label: String,
     pub value: f64,
     pub unit: &'static str,
@@ -63,14 +64,14 @@ pub struct Figure {
 impl Figure {
     pub fn new(
         scenario: &'static str,
-        key: &'static str,
+        key: impl Into<Cow<'static, str>>,
         label: impl Into<String>,
         value: f64,
         unit: &'static str,
     ) -> Figure {
         Figure {
             scenario,
-            key,
+            key: key.into(),
             label: label.into(),
             value,
             unit,

@@ -108,8 +108,11 @@ class BargeServer:
         cwd: pathlib.Path | None = None,
         extra_args: list[str] | None = None,
         runner: str | None = "process",
+        subcommand: str = "up",
     ) -> None:
         self.name = name
+        # "server": the control plane without a local agent (no agent flags).
+        self.subcommand = subcommand
         # The suite's jobs are host commands: the process runner unless a test asks for docker
         # (or for None: barge up's own default, auto).
         self.runner = runner
@@ -142,9 +145,12 @@ class BargeServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BARGE_")}
         env.setdefault("RUST_BACKTRACE", "1")
         env["E2E_SESSION"] = SESSION_MARKER
-        cmd = [barge_bin(), "up"]
+        cmd = [barge_bin(), self.subcommand]
         if self.no_config:
             return cmd, env
+        if self.subcommand == "server":
+            cmd += ["--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
+            return cmd + self.extra_args, env
         if self.use_env_vars:
             env["BARGE_LISTEN"] = f"127.0.0.1:{self.port}"
             env["BARGE_DATA_DIR"] = str(self.data_dir)

@@ -37,13 +37,13 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::{describe_jobs, status_histogram, Ctx, JobTimes, DEFAULT_QUEUE, DEFINITION};
+use super::{describe_jobs, run_token, status_histogram, Ctx, JobTimes, DEFAULT_QUEUE, DEFINITION};
 use crate::http::Api;
 use crate::load::{submit_jobs, SubmitPlan};
 use crate::report::{Figure, Target};
@@ -91,17 +91,11 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
     ));
 
     // Its own server config: the Docker runner, and as many vCPUs as containers at a time.
-    let ctx = Ctx {
-        args,
-        scenario: ctx.scenario,
-        server: ServerConfig {
-            runner: "docker",
-            agent_vcpus: concurrency,
-            ..ctx.server.clone()
-        },
-        limit: ctx.limit,
-        deadline: ctx.deadline,
-    };
+    let ctx = ctx.with_config(ServerConfig {
+        runner: "docker",
+        agent_vcpus: concurrency,
+        ..ctx.server.clone()
+    });
     let token = run_token();
     // Every job id submitted, kept outside the server's body so that the leftover check sees
     // them even when a round fails.
@@ -319,14 +313,6 @@ fn build_busybox_image(image: &str) -> Result<()> {
 }
 
 /// A token naming this run's plain containers.
-fn run_token() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
-}
-
 fn docker_run_args(label: &str, image: &str) -> Vec<String> {
     [
         "run",
@@ -836,10 +822,5 @@ mod tests {
         assert_eq!(mean_ms(barge_runs(std::slice::from_ref(&phase))), 200.0);
         assert_eq!(job_clock_s(&phase), Some(1.1));
         assert_eq!(mean_ms([]), 0.0);
-    }
-
-    #[test]
-    fn run_tokens_differ() {
-        assert_ne!(run_token(), run_token());
     }
 }

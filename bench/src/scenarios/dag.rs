@@ -89,7 +89,14 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
         );
 
         let ids: Vec<String> = layers.concat();
-        let finished = wait_until_finished(ctx, server, &mut api, &ids).await?;
+        let finished = wait_until_finished(
+            ctx,
+            || server.ensure_running(),
+            &mut api,
+            DEFAULT_QUEUE,
+            &ids,
+        )
+        .await?;
         let wall = finished.at.duration_since(first_submit);
         ctx.progress(format!(
             "{} SUCCEEDED and {} FAILED after {:.2} s",

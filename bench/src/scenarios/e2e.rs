@@ -2,7 +2,9 @@
 //! SubmitJob to the last job seen SUCCEEDED, on a fresh server whose agent offers
 //! `--agent-vcpus`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -12,7 +14,7 @@ use super::{
     DESCRIBE_JOBS_BATCH_MAX,
 };
 use crate::http::Api;
-use crate::load::{per_second, submit_jobs};
+use crate::load::{per_second, submit_jobs, LoadResult};
 use crate::report::{Figure, Target};
 use crate::server::Server;
 
@@ -35,60 +37,35 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
     ctx.with_server(async |server: &mut Server| {
         let mut api = Api::connect(server.addr).await?;
         register_definition(&mut api).await?;
+        let addr = server.addr;
+        let run = run_trivial_jobs(ctx, addr, &mut api, DEFAULT_QUEUE, jobs, || {
+            server.ensure_running()
+        })
+        .await?;
 
-        let first_submit = Instant::now();
-        let load = submit_jobs(server.addr, &ctx.plan(DEFAULT_QUEUE, jobs)).await?;
-        let submitted_in = first_submit.elapsed();
-        ctx.progress(format!(
-            "{} submitted in {:.2} s; {} submissions failed",
-            load.ok,
-            submitted_in.as_secs_f64(),
-            load.failed()
-        ));
         figures.push(
             ctx.figure(
                 "e2e_submit_rps",
                 format!("SubmitJob requests/s while the jobs run, {clients} clients"),
-                load.ok_per_s(),
+                run.load.ok_per_s(),
                 "req/s",
             )
-            .note(format!("{} jobs", load.ok)),
+            .note(format!("{} jobs", run.load.ok)),
         );
-        if load.ok == 0 {
-            bail!(
-                "no SubmitJob was accepted; the first answer: {}",
-                load.first_error.unwrap_or_default()
-            );
-        }
-
-        let finished = wait_until_finished(ctx, server, &mut api, &load.job_ids).await?;
-        let wall = finished.at.duration_since(first_submit);
-        let succeeded = finished.succeeded as u64;
-        ctx.progress(format!(
-            "{succeeded} SUCCEEDED and {} FAILED after {:.2} s",
-            finished.failed.len(),
-            wall.as_secs_f64()
-        ));
-
         figures.push(
             ctx.figure(
                 "e2e_jobs_per_s_wall",
                 "trivial jobs/s end to end, first submit to last SUCCEEDED (wall clock)",
-                per_second(succeeded, wall),
+                run.jobs_per_s(),
                 "jobs/s",
             )
             .target(Target::at_least(E2E_JOBS_PER_S_TARGET))
-            .note(format!(
-                "{succeeded} jobs in {:.2} s, of which submitting took {:.2} s; the end is seen by polling every {} ms",
-                wall.as_secs_f64(),
-                submitted_in.as_secs_f64(),
-                POLL_INTERVAL.as_millis()
-            )),
+            .note(run.wall_note()),
         );
 
         // The jobs' own clock: from the first createdAt to the last stoppedAt, read back after
         // the run so that reading them costs the run nothing.
-        let details = describe_jobs(&mut api, &load.job_ids).await?;
+        let details = describe_jobs(&mut api, &run.load.job_ids).await?;
         match job_clock_span_ms(&details) {
             Some((span_ms, counted)) => figures.push(
                 ctx.figure(
@@ -97,32 +74,124 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
                     per_second(counted, Duration::from_millis(span_ms)),
                     "jobs/s",
                 )
-                .note(format!("{counted} jobs in {:.3} s", span_ms as f64 / 1000.0)),
+                .note(format!(
+                    "{counted} jobs in {:.3} s",
+                    span_ms as f64 / 1000.0
+                )),
             ),
             None => ctx.progress(
                 "no SUCCEEDED job carries both createdAt and stoppedAt; no job-clock figure",
             ),
         }
 
-        let mut failed = ctx
-            .figure(
-                "e2e_failed",
-                "trivial jobs FAILED or not accepted",
-                (finished.failed.len() as u64 + load.failed()) as f64,
-                "jobs",
-            )
-            .target(Target::at_most(0.0));
-        if !finished.failed.is_empty() {
-            let histogram = status_histogram(&finished.failed);
-            ctx.progress(format!("failed jobs: {histogram}"));
-            failed = failed.note(histogram);
-        } else if let Some(first) = &load.first_error {
-            failed = failed.note(format!("first failed SubmitJob: {first}"));
-        }
-        figures.push(failed);
+        figures.push(run.failed_figure(ctx, "e2e_failed", "trivial jobs FAILED or not accepted"));
         Ok(())
     })
     .await
+}
+
+/// What one run of trivial jobs saw, from the first SubmitJob to the poll that saw the last
+/// job finished.
+pub(super) struct TrivialRun {
+    pub load: LoadResult,
+    /// From the first SubmitJob to the last answer.
+    pub submitted_in: Duration,
+    pub finished: Finished,
+    /// From the first SubmitJob to the poll that saw every job finished.
+    pub wall: Duration,
+}
+
+impl TrivialRun {
+    pub fn succeeded(&self) -> u64 {
+        self.finished.succeeded as u64
+    }
+
+    /// SUCCEEDED jobs per second of `wall`.
+    pub fn jobs_per_s(&self) -> f64 {
+        per_second(self.succeeded(), self.wall)
+    }
+
+    /// The note of a wall-clock figure: how many, how long, and how the end is seen.
+    pub fn wall_note(&self) -> String {
+        format!(
+            "{} jobs in {:.2} s, of which submitting took {:.2} s; the end is seen by polling \
+             every {} ms",
+            self.succeeded(),
+            self.wall.as_secs_f64(),
+            self.submitted_in.as_secs_f64(),
+            POLL_INTERVAL.as_millis()
+        )
+    }
+
+    /// Jobs that FAILED plus submissions that were not accepted (target 0), with the statuses
+    /// and first reason of the failed ones, or else the first refused submission, as its note.
+    pub fn failed_figure(
+        &self,
+        ctx: &Ctx<'_>,
+        key: impl Into<Cow<'static, str>>,
+        label: &str,
+    ) -> Figure {
+        let failed = &self.finished.failed;
+        let figure = ctx
+            .figure(
+                key,
+                label,
+                (failed.len() as u64 + self.load.failed()) as f64,
+                "jobs",
+            )
+            .target(Target::at_most(0.0));
+        if !failed.is_empty() {
+            let histogram = status_histogram(failed);
+            ctx.progress(format!("failed jobs: {histogram}"));
+            figure.note(histogram)
+        } else if let Some(first) = &self.load.first_error {
+            figure.note(format!("first failed SubmitJob: {first}"))
+        } else {
+            figure
+        }
+    }
+}
+
+/// Submits `jobs` trivial jobs into `queue` with the clients of `--clients` and waits until
+/// every accepted one has finished; `alive` fails when a process the run needs has exited.
+/// Fails when no submission was accepted.
+pub(super) async fn run_trivial_jobs(
+    ctx: &Ctx<'_>,
+    addr: SocketAddr,
+    api: &mut Api,
+    queue: &str,
+    jobs: u64,
+    alive: impl FnMut() -> Result<()>,
+) -> Result<TrivialRun> {
+    let first_submit = Instant::now();
+    let load = submit_jobs(addr, &ctx.plan(queue, jobs)).await?;
+    let submitted_in = first_submit.elapsed();
+    ctx.progress(format!(
+        "{} submitted in {:.2} s; {} submissions failed",
+        load.ok,
+        submitted_in.as_secs_f64(),
+        load.failed()
+    ));
+    if load.ok == 0 {
+        bail!(
+            "no SubmitJob was accepted; the first answer: {}",
+            load.first_error.unwrap_or_default()
+        );
+    }
+    let finished = wait_until_finished(ctx, alive, api, queue, &load.job_ids).await?;
+    let wall = finished.at.duration_since(first_submit);
+    ctx.progress(format!(
+        "{} SUCCEEDED and {} FAILED after {:.2} s",
+        finished.succeeded,
+        finished.failed.len(),
+        wall.as_secs_f64()
+    ));
+    Ok(TrivialRun {
+        load,
+        submitted_in,
+        finished,
+        wall,
+    })
 }
 
 pub(super) struct Finished {
@@ -132,13 +201,15 @@ pub(super) struct Finished {
     pub failed: Vec<JobTimes>,
 }
 
-/// Polls ListJobs (SUCCEEDED and FAILED, on `default`) until every submitted job is in one of
-/// them. ListJobs pages hold 1,000 jobs, where DescribeJobs holds 100: five calls a poll for
-/// 5,000 jobs instead of fifty.
+/// Polls ListJobs (SUCCEEDED and FAILED, on `queue`) until every submitted job is in one of
+/// them, calling `alive` before each poll so that a process that exited ends the wait at once.
+/// ListJobs pages hold 1,000 jobs, where DescribeJobs holds 100: five calls a poll for 5,000
+/// jobs instead of fifty.
 pub(super) async fn wait_until_finished(
     ctx: &Ctx<'_>,
-    server: &mut Server,
+    mut alive: impl FnMut() -> Result<()>,
     api: &mut Api,
+    queue: &str,
     job_ids: &[String],
 ) -> Result<Finished> {
     let expected = job_ids.len();
@@ -148,9 +219,9 @@ pub(super) async fn wait_until_finished(
     let mut last_change = Instant::now();
     let mut last_progress = Instant::now();
     loop {
-        server.ensure_running()?;
-        let succeeded = list_jobs(api, DEFAULT_QUEUE, "SUCCEEDED", pages_max).await?;
-        let failed = list_jobs(api, DEFAULT_QUEUE, "FAILED", pages_max).await?;
+        alive()?;
+        let succeeded = list_jobs(api, queue, "SUCCEEDED", pages_max).await?;
+        let failed = list_jobs(api, queue, "FAILED", pages_max).await?;
         let finished = succeeded.len() + failed.len();
         if finished >= expected {
             return Ok(Finished {

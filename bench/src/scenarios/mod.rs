@@ -1,6 +1,7 @@
 //! The scenarios and what they share: a fresh server per measurement, the scenario's hard
 //! deadline, and the few API calls that set the stage.
 
+pub mod agents;
 pub mod array_e2e;
 pub mod array_submit;
 pub mod container;
@@ -9,9 +10,9 @@ pub mod e2e;
 pub mod memory;
 pub mod submit;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -25,6 +26,9 @@ use crate::server::{Server, ServerConfig};
 
 /// The job definition every scenario submits: `true`, 1 vCPU and 16 MiB on paper.
 pub const DEFINITION: &str = "bench";
+/// What a job of `DEFINITION` asks for.
+pub const DEFINITION_VCPUS: u64 = 1;
+pub const DEFINITION_MEMORY_MIB: u64 = 16;
 /// A compute environment that is DISABLED, so jobs in its queue wait forever.
 pub const HELD_ENVIRONMENT: &str = "bench-off";
 /// The queue on `HELD_ENVIRONMENT`.
@@ -46,7 +50,18 @@ pub struct Ctx<'a> {
     pub deadline: Instant,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The same scenario, arguments and deadline, with servers started from `server`.
+    pub fn with_config(&self, server: ServerConfig) -> Ctx<'a> {
+        Ctx {
+            args: self.args,
+            scenario: self.scenario,
+            server,
+            limit: self.limit,
+            deadline: self.deadline,
+        }
+    }
+
     /// Starts a fresh server, runs `body` against it within the scenario's deadline, and stops
     /// the server whatever happened. A failure carries the end of the server's log.
     pub async fn with_server<T>(
@@ -58,7 +73,8 @@ impl Ctx<'_> {
         }
         let mut server = Server::start(&self.server).await?;
         self.progress(format!(
-            "barge up ready on {} (pid {})",
+            "{} ready on {} (pid {})",
+            self.server.command_name(),
             server.addr,
             server.pid()
         ));
@@ -99,7 +115,7 @@ impl Ctx<'_> {
 
     pub fn figure(
         &self,
-        key: &'static str,
+        key: impl Into<Cow<'static, str>>,
         label: impl Into<String>,
         value: f64,
         unit: &'static str,
@@ -118,8 +134,8 @@ pub async fn register_definition(api: &mut Api) -> Result<()> {
                 "image": "busybox",
                 "command": ["true"],
                 "resourceRequirements": [
-                    {"type": "VCPU", "value": "1"},
-                    {"type": "MEMORY", "value": "16"}
+                    {"type": "VCPU", "value": DEFINITION_VCPUS.to_string()},
+                    {"type": "MEMORY", "value": DEFINITION_MEMORY_MIB.to_string()}
                 ]
             }
         }),
@@ -130,10 +146,16 @@ pub async fn register_definition(api: &mut Api) -> Result<()> {
 
 /// A queue whose jobs can never start: its only compute environment is DISABLED.
 pub async fn create_held_queue(api: &mut Api) -> Result<()> {
+    create_held_queue_named(api, HELD_ENVIRONMENT, HELD_QUEUE).await
+}
+
+/// `create_held_queue` under other names: a database that outlives the server may hold the
+/// usual ones from an earlier run.
+pub async fn create_held_queue_named(api: &mut Api, environment: &str, queue: &str) -> Result<()> {
     api.call(
         "CreateComputeEnvironment",
         &json!({
-            "computeEnvironmentName": HELD_ENVIRONMENT,
+            "computeEnvironmentName": environment,
             "type": "MANAGED",
             "state": "DISABLED",
             "computeResources": {
@@ -149,9 +171,9 @@ pub async fn create_held_queue(api: &mut Api) -> Result<()> {
     api.call(
         "CreateJobQueue",
         &json!({
-            "jobQueueName": HELD_QUEUE,
+            "jobQueueName": queue,
             "priority": 1,
-            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": HELD_ENVIRONMENT}]
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": environment}]
         }),
     )
     .await?;
@@ -337,6 +359,16 @@ pub fn status_histogram(jobs: &[JobTimes]) -> String {
     text
 }
 
+/// A token unique to this run of the benchmark: names that must not meet those of an earlier
+/// run (Docker labels, resources in a database that outlives the server).
+pub fn run_token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
 /// The median of a few timings, in milliseconds.
 pub fn median_ms(timings: &mut [Duration]) -> f64 {
     if timings.is_empty() {
@@ -395,6 +427,11 @@ mod tests {
             plain.is_err(),
             "a job without arrayProperties is no array parent"
         );
+    }
+
+    #[test]
+    fn run_tokens_differ() {
+        assert_ne!(run_token(), run_token());
     }
 
     #[test]

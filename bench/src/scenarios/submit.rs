@@ -1,14 +1,20 @@
 //! SubmitJob requests/s from many concurrent keep-alive clients, twice, each on a fresh server:
 //! into a queue that cannot run anything (the server only validates, stores and answers), and
-//! into `default`, where the scheduler and the process runner work at the same time.
+//! into `default`, where the scheduler and the process runner work at the same time. With
+//! `--database-url`, a third time: into a held queue of `barge server --database-url URL`, the
+//! same measurement as the first with PostgreSQL as the store.
 
 use anyhow::Result;
 
-use super::{create_held_queue, register_definition, Ctx, DEFAULT_QUEUE, HELD_QUEUE};
+use super::{
+    create_held_queue, create_held_queue_named, register_definition, run_token, Ctx, DEFAULT_QUEUE,
+    HELD_ENVIRONMENT, HELD_QUEUE,
+};
+use crate::database;
 use crate::http::{body_excerpt, Api};
 use crate::load::{percentile, submit_jobs, LoadResult};
 use crate::report::{Figure, Target};
-use crate::server::Server;
+use crate::server::{Plane, Server, ServerConfig};
 
 /// The issue's target for SubmitJob requests/s on the 2-core machine.
 pub const SUBMIT_RPS_TARGET: f64 = 2000.0;
@@ -30,7 +36,7 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
             submit_jobs(server.addr, &ctx.plan(HELD_QUEUE, jobs)).await
         })
         .await?;
-    report(ctx, figures, held, Where::Held);
+    report(ctx, figures, held, &Where::Held);
 
     ctx.progress(format!(
         "{jobs} SubmitJob with {clients} clients into {DEFAULT_QUEUE} (jobs run meanwhile)"
@@ -42,17 +48,52 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
             submit_jobs(server.addr, &ctx.plan(DEFAULT_QUEUE, jobs)).await
         })
         .await?;
-    report(ctx, figures, running, Where::Default);
+    report(ctx, figures, running, &Where::Default);
+
+    // Last, so that a server that cannot take the flag yet costs the other two nothing.
+    if let Some(url) = &ctx.args.database_url {
+        let host = database::host(url);
+        ctx.progress(format!(
+            "{jobs} SubmitJob with {clients} clients into a held queue of barge server \
+             --database-url (PostgreSQL at {host})"
+        ));
+        let load = postgres(ctx, url, jobs).await?;
+        report(ctx, figures, load, &Where::Postgres { host });
+    }
     Ok(())
 }
 
-#[derive(Clone, Copy)]
+/// The held measurement against `barge server --database-url URL`. The database outlives the
+/// server, so the queue's names carry a token of this run: an earlier run's are still there.
+async fn postgres(ctx: &Ctx<'_>, url: &str, jobs: u64) -> Result<LoadResult> {
+    let ctx = ctx.with_config(ServerConfig {
+        plane: Plane::Alone {
+            extra_args: vec![database::FLAG.to_string(), url.to_string()],
+        },
+        ..ctx.server.clone()
+    });
+    let token = run_token();
+    let environment = format!("{HELD_ENVIRONMENT}-{token}");
+    let queue = format!("{HELD_QUEUE}-{token}");
+    ctx.with_server(async |server: &mut Server| {
+        let mut api = Api::connect(server.addr).await?;
+        create_held_queue_named(&mut api, &environment, &queue).await?;
+        register_definition(&mut api).await?;
+        submit_jobs(server.addr, &ctx.plan(&queue, jobs)).await
+    })
+    .await
+}
+
 enum Where {
     Held,
     Default,
+    /// The held queue, on a server whose store is PostgreSQL at `host`.
+    Postgres {
+        host: String,
+    },
 }
 
-fn report(ctx: &Ctx<'_>, figures: &mut Vec<Figure>, mut load: LoadResult, into: Where) {
+fn report(ctx: &Ctx<'_>, figures: &mut Vec<Figure>, mut load: LoadResult, into: &Where) {
     let clients = ctx.args.clients;
     let (queue, keys) = match into {
         Where::Held => (
@@ -71,6 +112,15 @@ fn report(ctx: &Ctx<'_>, figures: &mut Vec<Figure>, mut load: LoadResult, into: 
                 "submit_p50_ms_default",
                 "submit_p99_ms_default",
                 "submit_failed_default",
+            ],
+        ),
+        Where::Postgres { host } => (
+            format!("held queue, nothing runs, PostgreSQL at {host}"),
+            [
+                "submit_rps_postgres",
+                "submit_p50_ms_postgres",
+                "submit_p99_ms_postgres",
+                "submit_failed_postgres",
             ],
         ),
     };
@@ -94,10 +144,10 @@ fn report(ctx: &Ctx<'_>, figures: &mut Vec<Figure>, mut load: LoadResult, into: 
             load.ok,
             load.elapsed.as_secs_f64()
         ));
-    // The issue's target is for SubmitJob alone; with jobs running, the same two cores also
-    // schedule and spawn, so that figure is reported without a target.
+    // The issue's target is for SubmitJob alone, whatever the store; with jobs running, the
+    // same two cores also schedule and spawn, so that figure is reported without a target.
     figures.push(match into {
-        Where::Held => rps.target(Target::at_least(SUBMIT_RPS_TARGET)),
+        Where::Held | Where::Postgres { .. } => rps.target(Target::at_least(SUBMIT_RPS_TARGET)),
         Where::Default => rps,
     });
     let ms = |us: Option<u32>| us.map_or(0.0, |us| f64::from(us) / 1000.0);

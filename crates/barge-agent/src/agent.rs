@@ -31,6 +31,12 @@ pub struct AgentConfig {
     /// The attempts whose task has not finished, kept up to date by the loop for whoever
     /// tells the control plane what this agent holds (a remote agent's polls).
     pub held: Arc<HeldAttempts>,
+    /// Keep and follow the containers an earlier run of this agent left (a remote agent, whose
+    /// id is stable, so its attempts are still live); false removes them (`barge up`).
+    pub adopt: bool,
+    /// Notified once recovery is over and `held` lists what was adopted: a remote agent
+    /// registers only then, so that the control plane sees what still runs.
+    pub recovered: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The attempts an agent holds, by attempt id (with their job ids).
@@ -101,11 +107,25 @@ pub async fn run(
         let ledger = Arc::new(Ledger::new(ledger_dir.as_deref()));
         // Before anything new starts: a previous run that died may have left attempts running
         // (process groups, containers) that the control plane has already failed and may retry.
-        let stopped = config.runner.recover(ledger.clone()).await;
+        let (stopped, adopted) = config.runner.recover(ledger.clone(), config.adopt).await;
         if !stopped.is_empty() {
             tracing::warn!(attempts = ?stopped, "stopped attempts left running by a previous run");
         }
-        run_loop(control, instructions, ledger, config.runner, config.held).await;
+        if !adopted.is_empty() {
+            let ids: Vec<&str> = adopted.iter().map(|a| a.attempt_id.as_str()).collect();
+            tracing::info!(attempts = ?ids, "following the containers of an earlier run");
+        }
+        let recovered = config.recovered.clone();
+        run_loop(
+            control,
+            instructions,
+            ledger,
+            config.runner,
+            config.held,
+            adopted,
+            recovered,
+        )
+        .await;
     }
     .instrument(span)
     .await;
@@ -133,6 +153,8 @@ async fn run_loop(
     ledger: Arc<Ledger>,
     runner: Arc<Runner>,
     held: Arc<HeldAttempts>,
+    adopted: Vec<crate::runner::Adopted>,
+    recovered: Option<Arc<tokio::sync::Notify>>,
 ) {
     let mut ended = Finished::default();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE_MAX);
@@ -143,6 +165,27 @@ async fn run_loop(
     // Stop requests (grace in ms) of the attempts whose task has not finished, by attempt id.
     let mut stops: HashMap<String, watch::Sender<Option<u64>>> = HashMap::new();
     let mut attempts: JoinSet<String> = JoinSet::new();
+
+    for adopted in adopted {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        stops.insert(adopted.attempt_id.clone(), stop_tx);
+        held.insert(&adopted.job_id, &adopted.attempt_id);
+        let span = tracing::info_span!(
+            "attempt", job_id = %adopted.job_id, attempt_id = %adopted.attempt_id
+        );
+        let attempt_id = adopted.attempt_id.clone();
+        let (runner, reports, live) = (runner.clone(), report_tx.clone(), live_tx.clone());
+        attempts.spawn(
+            async move {
+                runner.follow_adopted(adopted, reports, stop_rx, live).await;
+                attempt_id
+            }
+            .instrument(span),
+        );
+    }
+    if let Some(recovered) = recovered {
+        recovered.notify_one();
+    }
 
     loop {
         tokio::select! {

@@ -110,6 +110,7 @@ pub async fn run(
     let client = Client::new(&config.server, config.token.clone()).map_err(RemoteError::Config)?;
     let held = Arc::new(HeldAttempts::default());
     let (tx, rx) = mpsc::unbounded_channel();
+    let recovered = Arc::new(tokio::sync::Notify::new());
     let control: Arc<dyn ControlPlane> = Arc::new(HttpControlPlane {
         client: client.clone(),
         agent_id: config.agent_id.clone(),
@@ -120,6 +121,8 @@ pub async fn run(
             state_dir: Some(config.state_dir.clone()),
             runner: config.runner.clone(),
             held: held.clone(),
+            adopt: true,
+            recovered: Some(recovered.clone()),
         },
         control,
         rx,
@@ -131,7 +134,12 @@ pub async fn run(
     });
     let fence = tokio::spawn(fence(contact.clone(), held.clone(), tx.clone()));
     let outcome = tokio::select! {
-        r = poll_forever(&client, &config, &held, &contact, tx) => r,
+        r = async {
+            // Register only once `held` lists the containers of an earlier run that were
+            // adopted: what is not in it, the server fails.
+            recovered.notified().await;
+            poll_forever(&client, &config, &held, &contact, tx).await
+        } => r,
         _ = shutdown => Ok(()),
     };
     fence.abort();

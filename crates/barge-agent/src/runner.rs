@@ -8,6 +8,8 @@ pub(crate) mod docker;
 pub(crate) mod process;
 pub(crate) mod registry_auth;
 
+pub(crate) use docker::Adopted;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -128,9 +130,18 @@ impl Runner {
 
     /// Stops and removes what a previous run of this agent left running (process groups in
     /// the ledger, cgroups of this agent's home with whatever is still in them, containers with
-    /// this agent's home label), before anything new runs: the control plane has already failed
-    /// those attempts and may retry them. Returns their attempt ids.
-    pub(crate) async fn recover(&self, ledger: Arc<Ledger>) -> Vec<String> {
+    /// this agent's home label), before anything new runs. Returns their attempt ids, and with
+    /// `adopt` the containers kept to be followed instead (see [`Runner::follow_adopted`]).
+    ///
+    /// `barge up`'s agent never adopts: it has a new id on every start and the control plane
+    /// has already failed its earlier attempts. A remote agent keeps its id and adopts its
+    /// containers, whose attempts are still live. Process groups are never adopted: they are
+    /// not this process's children, so their exit status cannot be had.
+    pub(crate) async fn recover(
+        &self,
+        ledger: Arc<Ledger>,
+        adopt: bool,
+    ) -> (Vec<String>, Vec<docker::Adopted>) {
         let limits = self.limits.clone();
         let mut stopped = tokio::task::spawn_blocking(move || {
             let mut stopped = ledger.kill_leftovers();
@@ -148,10 +159,32 @@ impl Runner {
             Kind::Process { docker } => docker.as_ref(),
             Kind::Docker(docker) => Some(docker),
         };
+        let mut adopted = Vec::new();
         if let Some(docker) = docker {
-            stopped.extend(docker.remove_leftovers().await);
+            let (removed, kept) = docker.leftovers(adopt).await;
+            stopped.extend(removed);
+            adopted = kept;
         }
-        stopped
+        (stopped, adopted)
+    }
+
+    /// Follows a container adopted by `recover` to its end, reporting as `run` does.
+    pub(crate) async fn follow_adopted(
+        &self,
+        adopted: docker::Adopted,
+        reports: mpsc::Sender<AgentReport>,
+        stop: watch::Receiver<Option<u64>>,
+        live: mpsc::Sender<()>,
+    ) {
+        let docker = match &self.kind {
+            Kind::Process { docker } => docker.as_ref(),
+            Kind::Docker(docker) => Some(docker),
+        };
+        match docker {
+            Some(docker) => docker.follow_adopted(adopted, reports, stop, live).await,
+            // Adopted containers come from this Docker; without it there are none.
+            None => drop(live),
+        }
     }
 
     /// Runs one attempt to its end and reports it (`Running`, `Logs`, then `Exited`). `stop`

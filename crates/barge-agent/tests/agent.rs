@@ -65,6 +65,8 @@ fn start_failing(failures: usize) -> Harness {
         state_dir: None,
         runner: Arc::new(barge_agent::Runner::process()),
         held: Default::default(),
+        adopt: false,
+        recovered: None,
     };
     let agent = tokio::spawn(barge_agent::run(config, recorder.clone(), rx));
     Harness {

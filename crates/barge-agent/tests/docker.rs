@@ -104,6 +104,8 @@ async fn start(state_dir: Option<PathBuf>) -> Option<Harness> {
         state_dir,
         runner: Arc::new(runner),
         held: Default::default(),
+        adopt: false,
+        recovered: None,
     };
     let agent = tokio::spawn(barge_agent::run(
         config,

@@ -6,14 +6,41 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use barge_api::{body_limit_bytes, Answer, ApiError};
 use barge_core::limits::REQUEST_BODY_BYTES_MAX;
 use percent_encoding::percent_decode_str;
 
 use crate::shared::Shared;
 
-pub fn router(shared: Shared) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+/// What serves a request: this server's control plane when it has one (a single server, or
+/// the leader of several), else the leader it forwards to.
+#[derive(Clone)]
+pub struct App {
+    pub local: Arc<ArcSwapOption<Shared>>,
+    /// The leader's advertised URL, while this server follows.
+    pub leader_url: Arc<ArcSwapOption<String>>,
+}
+
+pub fn router(app: App) -> Router {
+    Router::new().fallback(entry).with_state(app)
+}
+
+async fn entry(AxState(app): AxState<App>, req: Request<Body>) -> Response {
+    if let Some(shared) = app.local.load_full() {
+        return handle((*shared).clone(), req).await;
+    }
+    if req.uri().path() == "/health" {
+        return Response::new(Body::from("ok (following)\n"));
+    }
+    match app.leader_url.load_full() {
+        Some(url) => crate::proxy::forward(&url, req).await,
+        None => crate::proxy::unavailable(
+            "no server leads yet (one takes the lease within seconds); retry",
+        ),
+    }
 }
 
 fn respond(answer: Answer, content_type: &'static str) -> Response {
@@ -59,7 +86,7 @@ fn tag_keys(uri: &Uri) -> Vec<String> {
         .collect()
 }
 
-async fn handle(AxState(shared): AxState<Shared>, req: Request<Body>) -> Response {
+async fn handle(shared: Shared, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     match (&parts.method, path.as_str()) {

@@ -29,6 +29,15 @@ pub const POLL_WAIT_MAX_MS: u64 = 10_000;
 pub const AGENT_BODY_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The longest agent id (an instance id, `i-` and 17 hex digits on EC2).
 pub const AGENT_ID_CHARS_MAX: usize = 64;
+/// The largest request a follower forwards to the leader: the largest any operation accepts
+/// (an agent's report batch).
+pub const PROXY_BODY_BYTES_MAX: usize = AGENT_BODY_BYTES_MAX;
+/// How long a follower waits to connect to the leader before answering 503 (clients retry).
+pub const PROXY_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// The leader lease: a leader that dies unannounced is replaced after at most this long.
+/// Short, so that a failover is seconds; long enough that a busy leader renews in time (it
+/// renews every third of it).
+pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
 
 /// The configuration file (`--config`): a catalog and a few providers fit in kilobytes; a
 /// bound keeps a wrong path (a log, a binary) from being read whole.

@@ -143,6 +143,14 @@ pub fn run_writer(
                     let _ = reply.send(result);
                 }
             }
+            Err(e @ barge_store::StoreError::Fenced { .. }) => {
+                // Another server leads now. This process's state runs ahead of nothing it may
+                // write, and the scheduler and agents here act on it: stop at once (fail-stop),
+                // so the new leader is the only one deciding. The callers get no answer and
+                // retry, against the new leader.
+                eprintln!("barge: {e}; exiting");
+                std::process::exit(crate::EXIT_DEPOSED);
+            }
             Err(e) => {
                 tracing::error!(
                     "commit failed, batch of {} commands dropped: {e}",

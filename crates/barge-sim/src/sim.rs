@@ -3,11 +3,12 @@
 //! `barge_core::apply` and `barge_core::scheduler::plan`, with every invariant checked after
 //! every command and every step.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use barge_core::agent::{AgentInstruction, AgentReport};
+use barge_core::apply::{reconcile, HeldAttempt};
 use barge_core::arn::Identity;
 use barge_core::command::{CoreError, Key, Plan, Reply};
 use barge_core::model::*;
@@ -55,6 +56,9 @@ pub struct Summary {
     pub reports_refused: u64,
     pub agents_lost: u64,
     pub restarts: u64,
+    /// Polls by remote agents, and the launches their answers brought.
+    pub polls: u64,
+    pub poll_launches: u64,
     /// Restarts that dropped an applied but uncommitted batch.
     pub lost_batches: u64,
     pub drain_rounds: u64,
@@ -112,6 +116,8 @@ impl Summary {
         self.agents_lost += o.agents_lost;
         self.scale_ins += o.scale_ins;
         self.restarts += o.restarts;
+        self.polls += o.polls;
+        self.poll_launches += o.poll_launches;
         self.lost_batches += o.lost_batches;
         self.drain_rounds += o.drain_rounds;
         self.jobs_timed_out += o.jobs_timed_out;
@@ -230,6 +236,7 @@ enum StepKind {
     AgentSend,
     LateReport,
     Deliver,
+    Poll,
     AgentLost,
     AgentRejoin,
     AgentReregister,
@@ -243,7 +250,7 @@ enum StepKind {
     SetDesired,
 }
 
-const STEP_WEIGHTS: [(StepKind, u64); 30] = [
+const STEP_WEIGHTS: [(StepKind, u64); 31] = [
     (StepKind::CreateCe, 3),
     (StepKind::UpdateCe, 4),
     (StepKind::DeleteCe, 1),
@@ -263,6 +270,7 @@ const STEP_WEIGHTS: [(StepKind, u64); 30] = [
     (StepKind::AgentSend, 10),
     (StepKind::LateReport, 2),
     (StepKind::Deliver, 5),
+    (StepKind::Poll, 5),
     (StepKind::AgentLost, 1),
     (StepKind::AgentRejoin, 2),
     (StepKind::AgentReregister, 1),
@@ -289,6 +297,18 @@ struct Host {
     running: BTreeMap<String, Running>,
     /// Reports produced and not yet sent, in order.
     pending: Vec<AgentReport>,
+    /// Every attempt this agent process has run, so that it ignores a launch of one again, as
+    /// the real agent does. Forgotten when the process dies.
+    ran: BTreeSet<String>,
+}
+
+impl Host {
+    /// A host that joined one compute environment is a remote agent: it gets no pushed
+    /// instructions, only the answers to its polls (`barge_core::apply::reconcile`), as
+    /// `barge agent` does. `barge up`'s agent (every MANAGED environment) gets them pushed.
+    fn remote(&self) -> bool {
+        matches!(self.scope, AgentScope::ComputeEnvironment(_))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -881,6 +901,10 @@ impl Sim {
             let Some(host) = self.hosts.iter_mut().find(|h| h.alive && h.id == agent_id) else {
                 continue;
             };
+            if host.remote() {
+                // The server only wakes a remote agent's poll; the poll says what to do.
+                continue;
+            }
             match instruction {
                 AgentInstruction::Launch(spec) => {
                     let prior = host.running.insert(
@@ -890,6 +914,7 @@ impl Sim {
                             started: false,
                         },
                     );
+                    host.ran.insert(spec.attempt_id.clone());
                     if prior.is_some() {
                         return self.violation(
                             AGENT_MODEL,
@@ -915,6 +940,89 @@ impl Sim {
                         });
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A remote host polls: it is told, from the state, what to launch and stop given what
+    /// it holds, and does it as `barge agent` does (a launch of an attempt it ran before is
+    /// ignored; a stop of one it never had is answered with its end, without an exit code).
+    pub(super) fn poll(&mut self, h: usize) -> Result<(), Failure> {
+        let now = self.now_ms;
+        let sigkill = self.rng.chance(50);
+        let host = &self.hosts[h];
+        let held: Vec<HeldAttempt> = host
+            .running
+            .iter()
+            .map(|(attempt_id, r)| HeldAttempt {
+                job_id: r.job_id.clone(),
+                attempt_id: attempt_id.clone(),
+            })
+            .collect();
+        let told = reconcile(&self.state, &host.id, &held);
+        let mut said = Vec::new();
+        let mut launches = 0;
+        let host = &mut self.hosts[h];
+        for instruction in told {
+            match instruction {
+                AgentInstruction::Launch(spec) => {
+                    if host.running.contains_key(&spec.attempt_id) {
+                        let detail = format!(
+                            "a poll told agent {} to launch {}, which it holds",
+                            host.id, spec.attempt_id
+                        );
+                        return self.violation(AGENT_MODEL, detail);
+                    }
+                    if !host.ran.insert(spec.attempt_id.clone()) {
+                        said.push(format!("launch {} (ran before: ignored)", spec.attempt_id));
+                        continue;
+                    }
+                    said.push(format!("launch {}", spec.attempt_id));
+                    launches += 1;
+                    host.running.insert(
+                        spec.attempt_id.clone(),
+                        Running {
+                            job_id: spec.job_id.clone(),
+                            started: false,
+                        },
+                    );
+                }
+                AgentInstruction::Stop {
+                    job_id, attempt_id, ..
+                } => {
+                    said.push(format!("stop {attempt_id}"));
+                    let exit_code = if host.running.remove(&attempt_id).is_some() {
+                        Some(if sigkill { 137 } else { 143 })
+                    } else if host.ran.contains(&attempt_id) {
+                        // Ended here already; its end is reported or on its way.
+                        continue;
+                    } else {
+                        None
+                    };
+                    host.ran.insert(attempt_id.clone());
+                    host.pending.push(AgentReport::Exited {
+                        job_id,
+                        attempt_id,
+                        at_ms: now,
+                        exit_code,
+                        reason: None,
+                    });
+                }
+            }
+        }
+        let id = self.hosts[h].id.clone();
+        self.summary.polls += 1;
+        self.summary.poll_launches += launches;
+        self.record(format!("poll by agent {id}: [{}]", said.join(", ")));
+        Ok(())
+    }
+
+    /// Every live remote host polls (the final drain).
+    pub(super) fn poll_all(&mut self) -> Result<(), Failure> {
+        for h in 0..self.hosts.len() {
+            if self.hosts[h].alive && self.hosts[h].remote() {
+                self.poll(h)?;
             }
         }
         Ok(())
@@ -1001,14 +1109,35 @@ impl Sim {
                     ),
                 );
             };
+            let told = |host: &Host| {
+                if host.remote() {
+                    // Its next poll must launch it (or, being stopped, end it).
+                    let held: Vec<HeldAttempt> = host
+                        .running
+                        .iter()
+                        .map(|(attempt_id, r)| HeldAttempt {
+                            job_id: r.job_id.clone(),
+                            attempt_id: attempt_id.clone(),
+                        })
+                        .collect();
+                    reconcile(&self.state, &host.id, &held)
+                        .iter()
+                        .any(|i| match i {
+                            AgentInstruction::Launch(s) => s.attempt_id == a.id,
+                            AgentInstruction::Stop { attempt_id, .. } => *attempt_id == a.id,
+                        })
+                } else {
+                    self.outbox.iter().any(|e| {
+                        matches!(e, Effect::Agent { agent_id, instruction: AgentInstruction::Launch(s) }
+                            if *agent_id == host.id && s.attempt_id == a.id)
+                    })
+                }
+            };
             let accounted = host.running.contains_key(&a.id)
                 || host.pending.iter().any(
                     |r| matches!(r, AgentReport::Exited { attempt_id, .. } if *attempt_id == a.id),
                 )
-                || self.outbox.iter().any(|e| {
-                    matches!(e, Effect::Agent { agent_id, instruction: AgentInstruction::Launch(s) }
-                        if *agent_id == host.id && s.attempt_id == a.id)
-                });
+                || told(host);
             if !accounted {
                 return self.violation(
                     AGENT_MODEL,

@@ -1,27 +1,49 @@
-//! Barge's durable store. It owns the on-disk form of the state and nothing else: it never
+//! Barge's durable store. It owns the stored form of the state and nothing else: it never
 //! decides anything, it writes what the core changed and reads it back.
 //!
-//! Layout: every resource is one row of `entities(kind, key, body)` holding its JSON, so adding
-//! a field never needs a migration; log events, which are many and never change, have their own
-//! table keyed by (stream number, sequence). The database runs in WAL mode with
-//! synchronous=FULL: a commit is on disk when `commit` returns. One writer connection commits
-//! whole batches; readers use their own connections (WAL lets them run beside the writer).
+//! Two backends behind one `Store`: SQLite under a data directory (`Store::open`, for
+//! `barge up` and a single server) and PostgreSQL (`Store::open_postgres`, for several servers
+//! on one database). Both hold the same rows: every resource is one row of
+//! `entities(kind, key, body)` holding its JSON, so adding a field never needs a migration;
+//! log events, which are many and never change, have their own table keyed by (stream number,
+//! sequence). `commit` writes one batch in one durable transaction; `load` reads everything
+//! back and rebuilds the indexes.
+//!
+//! Several servers on one PostgreSQL database elect a leader with a lease held in the database
+//! (`try_acquire_lease`, `renew_lease`, `release_lease`, `current_leader`). Once a store holds
+//! a lease, each of its commits checks, inside the same transaction, that the lease is still
+//! its own and unexpired, and is refused with `StoreError::Fenced` otherwise: a deposed leader
+//! cannot write. SQLite's lease is trivially held (one file, one server).
+//!
+//! Every call blocks: call from a plain thread or `spawn_blocking`. The PostgreSQL client in
+//! particular panics if called from inside an async task.
 
-use std::collections::BTreeSet;
+mod codec;
+mod pg;
+mod sqlite;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use barge_core::arn::Identity;
-use barge_core::command::{Changes, Key};
-use barge_core::fairshare::ShareUsage;
-use barge_core::model::*;
+use barge_core::command::Changes;
 use barge_core::State;
-use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL failed {what}: {}", chain(.source))]
+    Postgres {
+        what: &'static str,
+        source: postgres::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {target}: {}; check --database-url and that the server is running and reachable", chain(.source))]
+    Connect {
+        target: String,
+        source: postgres::Error,
+    },
+    #[error("the database URL is not valid ({}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE", chain(.source))]
+    DatabaseUrl { source: postgres::Error },
     #[error("stored {kind} {key} cannot be read: {source}")]
     Corrupt {
         kind: String,
@@ -35,235 +57,268 @@ pub enum StoreError {
     },
     #[error("the database was written by a newer Barge (schema {found}, this one knows {known}); upgrade Barge")]
     NewerSchema { found: i64, known: i64 },
+    #[error("this server is no longer the leader ({why}); the commit of lease holder {holder:?} at epoch {epoch} was refused and nothing was written: stop writing, and load the state again before writing if this server becomes leader again")]
+    Fenced {
+        holder: String,
+        epoch: i64,
+        why: String,
+    },
+    #[error(
+        "a leader lease of {ttl_ms} ms is outside 1..={max_ms} ms; choose a TTL in that range"
+    )]
+    LeaseTtl { ttl_ms: u64, max_ms: u64 },
 }
 
-/// The schema version this build writes; `migrate` brings older databases up to it.
-const SCHEMA_VERSION: i64 = 1;
+/// An error and its causes, one after the other: the PostgreSQL client's own message is only
+/// a category ("db error"); the server's words are in the cause.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
 
-const KIND_CE: &str = "compute_environment";
-const KIND_QUEUE: &str = "job_queue";
-const KIND_DEFINITION: &str = "job_definition";
-const KIND_JOB: &str = "job";
-const KIND_LOG_STREAM: &str = "log_stream";
-const KIND_POLICY: &str = "scheduling_policy";
-const KIND_SHARE_USAGE: &str = "share_usage";
-const KIND_AGENT: &str = "agent";
+/// The longest leader lease: a leader that dies unannounced stalls writes for up to one TTL,
+/// so a longer one is a misconfiguration, not a choice.
+pub const LEASE_TTL_MS_MAX: u64 = 10 * 60 * 1000;
 
-/// Read connections kept for log queries. Each query holds one for its duration.
-const READ_CONNECTIONS_MAX: usize = 4;
+/// One leadership tenure: who holds the lease and its epoch, the fencing token. The epoch goes
+/// up on every new tenure (another holder, or the same holder after its lease lapsed), so a
+/// store that commits with an older epoch is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub epoch: i64,
+}
 
+/// Who leads now, for followers to forward requests to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub holder: String,
+    /// The URL the leader advertised when it took the lease.
+    pub url: String,
+    pub epoch: i64,
+    /// Time left on the lease by the database's clock (always > 0; SQLite's: `i64::MAX`).
+    pub expires_in_ms: i64,
+}
+
+fn check_ttl(ttl_ms: u64) -> Result<(), StoreError> {
+    if ttl_ms == 0 || ttl_ms > LEASE_TTL_MS_MAX {
+        return Err(StoreError::LeaseTtl {
+            ttl_ms,
+            max_ms: LEASE_TTL_MS_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// The durable store: one backend, chosen at open.
 pub struct Store {
-    path: PathBuf,
-    writer: Connection,
-    is_new: bool,
+    backend: Backend,
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(Box<pg::PgStore>),
 }
 
 impl Store {
-    /// Opens (creating when needed) the database under `data_dir`.
+    /// Opens (creating when needed) the SQLite database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let path = data_dir.join("barge.db");
-        let writer = open_connection(&path)?;
-        let is_new = migrate(&writer)?;
         Ok(Store {
-            path,
-            writer,
-            is_new,
+            backend: Backend::Sqlite(sqlite::SqliteStore::open(data_dir)?),
         })
     }
 
-    /// Whether this open created the database (Barge's first start in this data directory).
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:pass@host:port/db`, or
+    /// libpq's `key=value` form), creating or migrating its tables. Without TLS.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Box::new(pg::PgStore::open(url)?)),
+        })
+    }
+
+    /// "sqlite" or "postgres", for messages.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether this open created the database (Barge's first start on it).
     pub fn is_new(&self) -> bool {
-        self.is_new
+        match &self.backend {
+            Backend::Sqlite(s) => s.is_new(),
+            Backend::Postgres(s) => s.is_new(),
+        }
     }
 
-    /// Reads the whole state back.
+    /// Reads the whole state back. May be called again at any time, e.g. by a server that just
+    /// became leader, to see everything the previous leader committed.
     pub fn load(&self, identity: Identity) -> Result<State, StoreError> {
-        let mut state = State::new(identity);
-        let mut stmt = self
-            .writer
-            .prepare("SELECT kind, key, body FROM entities")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let kind: String = row.get(0)?;
-            let key: String = row.get(1)?;
-            let body: Vec<u8> = row.get(2)?;
-            let corrupt = |source| StoreError::Corrupt {
-                kind: kind.clone(),
-                key: key.clone(),
-                source,
-            };
-            match kind.as_str() {
-                KIND_CE => {
-                    let v: ComputeEnvironment = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state
-                        .compute_environments
-                        .insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_QUEUE => {
-                    let v: JobQueue = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state.job_queues.insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_DEFINITION => {
-                    let v: JobDefinition = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state
-                        .job_definitions
-                        .insert((v.name.clone(), v.revision), Arc::new(v));
-                }
-                KIND_JOB => {
-                    let v: Job = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state.jobs.insert(v.id.clone(), Arc::new(v));
-                }
-                KIND_LOG_STREAM => {
-                    let v: LogStream = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state.log_streams.insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_POLICY => {
-                    let v: SchedulingPolicy = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state
-                        .scheduling_policies
-                        .insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_SHARE_USAGE => {
-                    let v: ShareUsage = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state.share_usage.insert(v.queue.clone(), Arc::new(v));
-                }
-                KIND_AGENT => {
-                    let v: Agent = serde_json::from_slice(&body).map_err(corrupt)?;
-                    state.agents.insert(v.id.clone(), Arc::new(v));
-                }
-                // A kind this build does not know was written by a newer one; the schema
-                // version check refuses that case before we get here.
-                _ => {}
-            }
+        match &self.backend {
+            Backend::Sqlite(s) => s.load(identity),
+            Backend::Postgres(s) => s.load(identity),
         }
-        state.rebuild_indexes();
-        Ok(state)
     }
 
-    /// Writes everything `changes` names, as found in `state`, in one durable transaction.
+    /// Writes everything `changes` names, as found in `state`, in one durable transaction:
+    /// each dirty key's entity, or a delete when the state no longer has it, and the new log
+    /// events. Once this store holds a lease, the commit is refused with `Fenced` (and writes
+    /// nothing) unless the lease is still its own and unexpired.
     pub fn commit(&mut self, state: &State, changes: &Changes) -> Result<(), StoreError> {
-        let keys: BTreeSet<&Key> = changes.dirty.iter().collect();
-        let tx = self.writer.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO entities (kind, key, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
-            )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM entities WHERE kind = ?1 AND key = ?2")?;
-            for key in keys {
-                let (kind, id, body) = match key {
-                    Key::ComputeEnvironment(n) => (
-                        KIND_CE,
-                        n.clone(),
-                        state.compute_environments.get(n).map(|v| json(&**v)),
-                    ),
-                    Key::JobQueue(n) => (
-                        KIND_QUEUE,
-                        n.clone(),
-                        state.job_queues.get(n).map(|v| json(&**v)),
-                    ),
-                    Key::JobDefinition(n, r) => (
-                        KIND_DEFINITION,
-                        format!("{n}:{r}"),
-                        state
-                            .job_definitions
-                            .get(&(n.clone(), *r))
-                            .map(|v| json(&**v)),
-                    ),
-                    Key::Job(id) => (KIND_JOB, id.clone(), state.jobs.get(id).map(|v| json(&**v))),
-                    Key::LogStream(n) => (
-                        KIND_LOG_STREAM,
-                        n.clone(),
-                        state.log_streams.get(n).map(|v| json(&**v)),
-                    ),
-                    Key::SchedulingPolicy(n) => (
-                        KIND_POLICY,
-                        n.clone(),
-                        state.scheduling_policies.get(n).map(|v| json(&**v)),
-                    ),
-                    Key::ShareUsage(n) => (
-                        KIND_SHARE_USAGE,
-                        n.clone(),
-                        state.share_usage.get(n).map(|v| json(&**v)),
-                    ),
-                    Key::Agent(id) => (
-                        KIND_AGENT,
-                        id.clone(),
-                        state.agents.get(id).map(|v| json(&**v)),
-                    ),
-                };
-                match body {
-                    Some(body) => upsert.execute(params![kind, id, body])?,
-                    None => delete.execute(params![kind, id])?,
-                };
-            }
-            let mut insert_event = tx.prepare_cached(
-                "INSERT INTO log_events (stream, seq, timestamp, ingestion, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for e in &changes.log_events {
-                insert_event.execute(params![
-                    e.stream_number as i64,
-                    e.seq as i64,
-                    e.timestamp_ms,
-                    e.ingestion_ms,
-                    e.message
-                ])?;
-            }
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.commit(state, changes),
+            Backend::Postgres(s) => s.commit(state, changes),
         }
-        tx.commit()?;
-        Ok(())
     }
 
     /// A pool of read connections for log queries.
     pub fn reader(&self) -> Result<LogReader, StoreError> {
         Ok(LogReader {
-            path: self.path.clone(),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            backend: match &self.backend {
+                Backend::Sqlite(s) => ReaderBackend::Sqlite(s.reader()),
+                Backend::Postgres(s) => ReaderBackend::Postgres(Box::new(s.reader())),
+            },
+        })
+    }
+
+    /// Takes the leader lease for `ttl_ms` if it is free, expired or already `holder`'s, and
+    /// from then on fences this store's commits with it. `holder` must be unique to this
+    /// process run (a fresh id per start); `url` is where followers forward requests. None:
+    /// another holder's lease is live. A new tenure gets a higher epoch than any before it;
+    /// after it, `load` before writing (the previous leader may have written).
+    pub fn try_acquire_lease(
+        &mut self,
+        holder: &str,
+        url: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        check_ttl(ttl_ms)?;
+        match &mut self.backend {
+            Backend::Sqlite(s) => Ok(Some(sqlite::acquire(&s.leader(), holder, url))),
+            Backend::Postgres(s) => {
+                let lease = s.with_client(|c| pg::try_acquire(c, holder, url, ttl_ms))?;
+                if let Some(lease) = &lease {
+                    s.set_fence(lease.clone());
+                }
+                Ok(lease)
+            }
+        }
+    }
+
+    /// Extends a live lease to `ttl_ms` from now. False: the lease lapsed or another holder
+    /// took over; this tenure is over (its commits are refused from now on).
+    pub fn renew_lease(&self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError> {
+        check_ttl(ttl_ms)?;
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(s) => s.with_client(|c| pg::renew(c, lease, ttl_ms)),
+        }
+    }
+
+    /// Gives the lease up now, so another server can take over without waiting for it to
+    /// expire. This store's later commits are refused. False: it was no longer held.
+    pub fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(sqlite::release(&s.leader(), lease)),
+            Backend::Postgres(s) => s.with_client(|c| pg::release(c, lease)),
+        }
+    }
+
+    /// Who holds a live lease now; None when nobody does (never taken, released, expired).
+    pub fn current_leader(&self) -> Result<Option<LeaderInfo>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(sqlite::current_leader(&s.leader())),
+            Backend::Postgres(s) => s.with_client(pg::current_leader),
+        }
+    }
+
+    /// The lease this store's commits are fenced with, if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s) => s.fence(),
+        }
+    }
+
+    /// Fences this store's commits with a lease taken through a `LeaseKeeper`.
+    pub fn fence_with(&mut self, lease: Lease) {
+        match &mut self.backend {
+            Backend::Sqlite(_) => {}
+            Backend::Postgres(s) => s.set_fence(lease),
+        }
+    }
+
+    /// A handle for lease work on its own connection (PostgreSQL), beside a writer that owns
+    /// this store: a renewal thread, or a follower asking who leads.
+    pub fn lease_keeper(&self) -> Result<LeaseKeeper, StoreError> {
+        Ok(LeaseKeeper {
+            backend: match &self.backend {
+                Backend::Sqlite(s) => KeeperBackend::Sqlite(s.leader()),
+                Backend::Postgres(s) => {
+                    KeeperBackend::Postgres(Box::new(pg::PgLeaseConn::open(s.target())?))
+                }
+            },
         })
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("core types always serialize")
+/// The lease operations of `Store`, on a connection of their own. A lease taken here fences
+/// nothing until given to the writer's store with `Store::fence_with`.
+pub struct LeaseKeeper {
+    backend: KeeperBackend,
 }
 
-/// Brings the schema up to date; returns whether the database was new.
-fn migrate(conn: &Connection) -> Result<bool, StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            found: version,
-            known: SCHEMA_VERSION,
-        });
+enum KeeperBackend {
+    Sqlite(sqlite::SqliteLeader),
+    Postgres(Box<pg::PgLeaseConn>),
+}
+
+impl LeaseKeeper {
+    /// As `Store::try_acquire_lease`, without fencing any store.
+    pub fn try_acquire(
+        &mut self,
+        holder: &str,
+        url: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        check_ttl(ttl_ms)?;
+        match &mut self.backend {
+            KeeperBackend::Sqlite(l) => Ok(Some(sqlite::acquire(l, holder, url))),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::try_acquire(c, holder, url, ttl_ms)),
+        }
     }
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS entities (
-                 kind TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL,
-                 PRIMARY KEY (kind, key)) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS log_events (
-                 stream INTEGER NOT NULL, seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-                 ingestion INTEGER NOT NULL, message TEXT NOT NULL,
-                 PRIMARY KEY (stream, seq)) WITHOUT ROWID;
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )?;
+
+    /// As `Store::renew_lease`.
+    pub fn renew(&mut self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError> {
+        check_ttl(ttl_ms)?;
+        match &mut self.backend {
+            KeeperBackend::Sqlite(_) => Ok(true),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::renew(c, lease, ttl_ms)),
+        }
     }
-    Ok(version == 0)
+
+    /// As `Store::release_lease`.
+    pub fn release(&mut self, lease: &Lease) -> Result<bool, StoreError> {
+        match &mut self.backend {
+            KeeperBackend::Sqlite(l) => Ok(sqlite::release(l, lease)),
+            KeeperBackend::Postgres(c) => c.run(|c| pg::release(c, lease)),
+        }
+    }
+
+    /// As `Store::current_leader`.
+    pub fn current_leader(&mut self) -> Result<Option<LeaderInfo>, StoreError> {
+        match &mut self.backend {
+            KeeperBackend::Sqlite(l) => Ok(sqlite::current_leader(l)),
+            KeeperBackend::Postgres(c) => c.run(pg::current_leader),
+        }
+    }
 }
 
 /// One stored log event.
@@ -292,36 +347,16 @@ pub enum Direction {
 /// Log queries. Cheap to clone; connections are opened on demand and reused.
 #[derive(Clone)]
 pub struct LogReader {
-    path: PathBuf,
-    idle: Arc<Mutex<Vec<Connection>>>,
+    backend: ReaderBackend,
+}
+
+#[derive(Clone)]
+enum ReaderBackend {
+    Sqlite(sqlite::SqliteLogReader),
+    Postgres(Box<pg::PgLogReader>),
 }
 
 impl LogReader {
-    fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let conn = self.idle.lock().expect("log reader pool").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(std::time::Duration::from_secs(10))?;
-                c
-            }
-        };
-        let result = f(&conn);
-        let mut idle = self.idle.lock().expect("log reader pool");
-        if idle.len() < READ_CONNECTIONS_MAX {
-            idle.push(conn);
-        }
-        result
-    }
-
     /// Up to `limit` events of one stream from `cursor` in `direction`, within the optional
     /// [start, end) timestamp window.
     pub fn stream_events(
@@ -333,32 +368,14 @@ impl LogReader {
         end_ms: Option<i64>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = match direction {
-            Direction::Forward => {
-                "SELECT stream, seq, timestamp, ingestion, message FROM log_events
-                 WHERE stream = ?1 AND seq >= ?2 AND timestamp >= ?3 AND timestamp < ?4
-                 ORDER BY seq ASC LIMIT ?5"
+        match &self.backend {
+            ReaderBackend::Sqlite(r) => {
+                r.stream_events(stream, cursor, direction, start_ms, end_ms, limit)
             }
-            Direction::Backward => {
-                "SELECT stream, seq, timestamp, ingestion, message FROM log_events
-                 WHERE stream = ?1 AND seq < ?2 AND timestamp >= ?3 AND timestamp < ?4
-                 ORDER BY seq DESC LIMIT ?5"
+            ReaderBackend::Postgres(r) => {
+                r.stream_events(stream, cursor, direction, start_ms, end_ms, limit)
             }
-        };
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(
-                params![
-                    stream as i64,
-                    cursor.min(i64::MAX as u64) as i64,
-                    start_ms.unwrap_or(i64::MIN),
-                    end_ms.unwrap_or(i64::MAX),
-                    limit as i64
-                ],
-                event_from_row,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        }
     }
 
     /// Events of several streams in (timestamp, stream, seq) order, after the position `after`
@@ -379,68 +396,21 @@ impl LogReader {
         if streams.is_empty() {
             return Ok((Vec::new(), None, true));
         }
-        let list = streams
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let (ats, ast, asq) = after.unwrap_or((i64::MIN, 0, 0));
-        let sql = format!(
-            "SELECT stream, seq, timestamp, ingestion, message FROM log_events
-             WHERE stream IN ({list}) AND timestamp >= ?1 AND timestamp < ?2
-               AND (timestamp, stream, seq) > (?3, ?4, ?5)
-             ORDER BY timestamp, stream, seq LIMIT ?6"
-        );
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let mut rows = stmt.query(params![
-                start_ms.unwrap_or(i64::MIN),
-                end_ms.unwrap_or(i64::MAX),
-                if after.is_some() { ats } else { i64::MIN },
-                ast as i64,
-                asq as i64 - i64::from(after.is_none()),
-                scan_max as i64
-            ])?;
-            let mut out = Vec::new();
-            let mut last = None;
-            let mut scanned = 0;
-            while let Some(row) = rows.next()? {
-                let e = event_from_row(row)?;
-                scanned += 1;
-                last = Some((e.timestamp_ms, e.stream, e.seq));
-                if keep(&e.message) {
-                    out.push(e);
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
+        match &self.backend {
+            ReaderBackend::Sqlite(r) => {
+                r.filter_events(streams, after, start_ms, end_ms, limit, scan_max, keep)
             }
-            let exhausted = out.len() < limit && scanned < scan_max;
-            Ok((out, last, exhausted))
-        })
+            ReaderBackend::Postgres(r) => {
+                r.filter_events(streams, after, start_ms, end_ms, limit, scan_max, keep)
+            }
+        }
     }
 
     /// Whether any event exists in the stream (used by tests and diagnostics).
     pub fn has_events(&self, stream: u64) -> Result<bool, StoreError> {
-        self.with_conn(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT 1 FROM log_events WHERE stream = ?1 LIMIT 1",
-                    [stream as i64],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some())
-        })
+        match &self.backend {
+            ReaderBackend::Sqlite(r) => r.has_events(stream),
+            ReaderBackend::Postgres(r) => r.has_events(stream),
+        }
     }
-}
-
-fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    Ok(StoredEvent {
-        stream: row.get::<_, i64>(0)? as u64,
-        seq: row.get::<_, i64>(1)? as u64,
-        timestamp_ms: row.get(2)?,
-        ingestion_ms: row.get(3)?,
-        message: row.get(4)?,
-    })
 }

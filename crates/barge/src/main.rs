@@ -21,7 +21,7 @@ enum Commands {
     /// Start the control plane and a local agent, with state in a data directory.
     Up(UpArgs),
     /// Start the control plane alone: its capacity is the agents that join it.
-    Server(ServerArgs),
+    Server(ServerCmdArgs),
     /// Run jobs on this host for a Barge server, as one instance of a compute environment.
     Agent(AgentArgs),
     /// Say why a job is where it is, and what would move it on.
@@ -170,8 +170,26 @@ struct ServerArgs {
 }
 
 #[derive(clap::Args)]
+struct ServerCmdArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Keep the state in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE) instead
+    /// of SQLite in --data-dir, so that several servers can run on it: one leads, the others
+    /// forward requests to it and take over when it stops.
+    #[arg(long, env = "BARGE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The URL the other servers reach this one at when it leads (default: http://<--listen>).
+    #[arg(long, env = "BARGE_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// The leader lease's time to live: a leader that dies is replaced within about this long.
+    #[arg(long, env = "BARGE_LEASE_TTL_SECONDS", default_value_t = 5)]
+    lease_ttl_seconds: u64,
+}
+
+#[derive(clap::Args)]
 struct AgentArgs {
-    /// The Barge server to join (http://HOST:PORT).
+    /// The Barge server to join (http://HOST:PORT), or several separated by commas (servers
+    /// sharing one PostgreSQL database): calls move on to the next when one cannot be reached.
     #[arg(long, env = "BARGE_SERVER")]
     server: String,
     /// The compute environment this host is an instance of.
@@ -286,7 +304,29 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             };
             serve(server_config(args.server, Some(local))?)
         }
-        Commands::Server(args) => serve(server_config(args, None)?),
+        Commands::Server(args) => {
+            let mut config = server_config(args.server, None)?;
+            if let Some(url) = args.database_url {
+                if args.lease_ttl_seconds == 0 || args.lease_ttl_seconds > 600 {
+                    anyhow::bail!("--lease-ttl-seconds must be between 1 and 600");
+                }
+                let advertise = match args.advertise_url {
+                    Some(a) => a,
+                    None if config.listen.ip().is_unspecified() => anyhow::bail!(
+                        "--listen {} is every address: pass --advertise-url http://HOST:PORT, the address the other servers reach this one at",
+                        config.listen
+                    ),
+                    None => format!("http://{}", config.listen),
+                };
+                if !advertise.starts_with("http://") {
+                    anyhow::bail!("--advertise-url must be an http://HOST:PORT URL");
+                }
+                config.database_url = Some(url);
+                config.advertise_url = Some(advertise);
+                config.lease_ttl_ms = args.lease_ttl_seconds * 1000;
+            }
+            serve(config)
+        }
         Commands::Agent(args) => agent(args),
         Commands::Why(args) => why(args),
     }
@@ -376,6 +416,9 @@ fn server_config(
             depends_on_max: args.depends_on_max,
             ..Default::default()
         },
+        database_url: None,
+        advertise_url: None,
+        lease_ttl_ms: barge_server::limits::LEASE_TTL_MS_DEFAULT,
         scaling: args
             .config
             .as_deref()
@@ -449,7 +492,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     let private_ipv4 = args
         .private_ipv4
         .map(|ip| ip.to_string())
-        .or_else(|| address_towards(&args.server));
+        .or_else(|| address_towards(args.server.split(',').next().unwrap_or("").trim()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

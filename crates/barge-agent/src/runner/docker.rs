@@ -38,6 +38,14 @@ use crate::{epoch_ms, logs};
 use super::registry_auth;
 
 /// Label names; `docker ps --filter label=barge.attempt-id` lists every container of Barge.
+/// A container of an earlier run of this agent, still labelled with its attempt.
+#[derive(Clone, Debug)]
+pub struct Adopted {
+    pub container_id: String,
+    pub job_id: String,
+    pub attempt_id: String,
+}
+
 pub(crate) const LABEL_JOB_ID: &str = "barge.job-id";
 pub(crate) const LABEL_ATTEMPT_ID: &str = "barge.attempt-id";
 pub(crate) const LABEL_AGENT_ID: &str = "barge.agent-id";
@@ -154,10 +162,12 @@ impl DockerRunner {
         &self.engine
     }
 
-    /// Removes (killing first) every container of this agent's home, running or not: they
-    /// belong to attempts of an earlier run, which the control plane has already failed.
-    /// Returns their attempt ids.
-    pub(crate) async fn remove_leftovers(&self) -> Vec<String> {
+    /// The containers of this agent's home that an earlier run left. Without `adopt` every one
+    /// is removed (killed first), running or not: the control plane has already failed their
+    /// attempts. With `adopt`, those labelled with their job and attempt are kept and returned
+    /// for the agent to follow to their end (a remote agent that restarts keeps its work).
+    /// Returns the removed containers' attempt ids and the adopted ones.
+    pub(crate) async fn leftovers(&self, adopt: bool) -> (Vec<String>, Vec<Adopted>) {
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{LABEL_AGENT_HOME}={}", self.home)],
@@ -170,21 +180,72 @@ impl DockerRunner {
             Ok(containers) => containers,
             Err(err) => {
                 tracing::error!(%err, "cannot list the containers of an earlier run; any left running stay");
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
         let mut removed = Vec::new();
+        let mut adopted = Vec::new();
         for container in containers {
             let Some(id) = container.id else { continue };
+            let labels = container.labels.unwrap_or_default();
+            let ids = (labels.get(LABEL_JOB_ID), labels.get(LABEL_ATTEMPT_ID));
+            if let (true, (Some(job_id), Some(attempt_id))) = (adopt, ids) {
+                adopted.push(Adopted {
+                    container_id: id,
+                    job_id: job_id.clone(),
+                    attempt_id: attempt_id.clone(),
+                });
+                continue;
+            }
             if self.remove(&id).await {
-                let attempt = container
-                    .labels
-                    .and_then(|labels| labels.get(LABEL_ATTEMPT_ID).cloned())
-                    .unwrap_or(id);
-                removed.push(attempt);
+                removed.push(labels.get(LABEL_ATTEMPT_ID).cloned().unwrap_or(id));
             }
         }
-        removed
+        (removed, adopted)
+    }
+
+    /// Follows an adopted container to its end and reports it as `run` does: `Running` (the
+    /// control plane ignores it if it knew), output written from now on, and `Exited` with the
+    /// container's own exit code, then removes it. Output written while no agent followed the
+    /// container is not shipped again (the earlier run shipped what it read; `docker logs`
+    /// still has the rest until the container is removed).
+    pub(crate) async fn follow_adopted(
+        &self,
+        adopted: Adopted,
+        reports: mpsc::Sender<AgentReport>,
+        mut stop: watch::Receiver<Option<u64>>,
+        live: mpsc::Sender<()>,
+    ) {
+        let since_s = (epoch_ms() / 1000) as i32;
+        let running = AgentReport::Running {
+            job_id: adopted.job_id.clone(),
+            attempt_id: adopted.attempt_id.clone(),
+            at_ms: epoch_ms(),
+        };
+        let _ = reports.send(running).await;
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let (exit, ()) = tokio::join!(
+            self.supervise(&adopted.container_id, &mut stop, exited_tx),
+            self.ship_logs(
+                &adopted.job_id,
+                &adopted.attempt_id,
+                &adopted.container_id,
+                Some(since_s),
+                &reports,
+                exited_rx
+            )
+        );
+        self.remove(&adopted.container_id).await;
+        drop(live);
+        let exited = AgentReport::Exited {
+            job_id: adopted.job_id,
+            attempt_id: adopted.attempt_id,
+            at_ms: epoch_ms(),
+            exit_code: exit.exit_code,
+            reason: exit.reason,
+        };
+        let _ = reports.send(exited).await;
+        drop(stop);
     }
 
     /// Force-removes a container (SIGKILL if it still runs). Returns whether it is gone.
@@ -360,7 +421,8 @@ impl DockerRunner {
                 at_ms: running_at_ms,
             };
             let _ = reports.send(running).await;
-            self.ship_logs(spec, id, reports, exited_rx).await;
+            self.ship_logs(&spec.job_id, &spec.attempt_id, id, None, reports, exited_rx)
+                .await;
         });
         exit
     }
@@ -369,8 +431,10 @@ impl DockerRunner {
     /// batcher as the process runner's pipes, through one bounded pipe per stream.
     async fn ship_logs(
         &self,
-        spec: &AttemptSpec,
+        job_id: &str,
+        attempt_id: &str,
         id: &str,
+        since_s: Option<i32>,
         reports: &mpsc::Sender<AgentReport>,
         exited: watch::Receiver<bool>,
     ) {
@@ -380,6 +444,7 @@ impl DockerRunner {
             .follow(true)
             .stdout(true)
             .stderr(true)
+            .since(since_s.unwrap_or(0))
             .build();
         let mut stream = self.follow.logs(id, Some(options));
         let mut exited_pump = exited.clone();
@@ -418,8 +483,8 @@ impl DockerRunner {
             logs::ship(
                 Some(out_rx),
                 Some(err_rx),
-                &spec.job_id,
-                &spec.attempt_id,
+                job_id,
+                attempt_id,
                 reports,
                 exited,
             )

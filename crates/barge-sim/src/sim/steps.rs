@@ -1,7 +1,7 @@
 //! The steps of a schedule: setup, the random step kinds (agents working and reporting, lost
 //! and rejoining, restarts, batches), and the final drain that checks liveness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use barge_core::agent::{AgentReport, LogLine};
 use barge_core::command::{ComputeEnvironmentUpdate, JobQueueUpdate, Plan};
@@ -33,6 +33,7 @@ impl Sim {
                 alive: true,
                 running: BTreeMap::new(),
                 pending: Vec::new(),
+                ran: BTreeSet::new(),
             });
         }
         let mut planned: Vec<Planned> = (0..self.hosts.len()).map(|i| self.register(i)).collect();
@@ -90,6 +91,18 @@ impl Sim {
                 self.deliver(n)
             }
             StepKind::AgentLost => self.agent_lost(),
+            StepKind::Poll => {
+                let remote: Vec<usize> = (0..self.hosts.len())
+                    .filter(|i| self.hosts[*i].alive && self.hosts[*i].remote())
+                    .collect();
+                match remote.is_empty() {
+                    true => Ok(()),
+                    false => {
+                        let h = *self.rng.pick(&remote);
+                        self.poll(h)
+                    }
+                }
+            }
             StepKind::Timeouts => {
                 // A quiet spell long enough for timeouts (60–120 s) to come due, and now and
                 // then for the queues' time-limit actions (600 s) too.
@@ -640,6 +653,7 @@ impl Sim {
         }
         if crashed {
             host.pending.clear();
+            host.ran.clear();
         }
         let id = host.id.clone();
         self.outbox.retain(|e| {
@@ -721,6 +735,7 @@ impl Sim {
         self.stale_plan = None;
         for host in &mut self.hosts {
             host.running.clear();
+            host.ran.clear();
             if host.alive {
                 host.pending.clear();
             }
@@ -939,6 +954,7 @@ impl Sim {
         for _ in 0..rounds_max {
             self.summary.drain_rounds += 1;
             self.deliver(self.outbox.len())?;
+            self.poll_all()?;
             let now = self.now_ms;
             for host in self.hosts.iter_mut() {
                 for (attempt_id, r) in std::mem::take(&mut host.running) {
