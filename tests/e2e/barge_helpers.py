@@ -109,6 +109,8 @@ class BargeServer:
         extra_args: list[str] | None = None,
         runner: str | None = "process",
         subcommand: str = "up",
+        extra_env: dict[str, str] | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         self.name = name
         # "server": the control plane without a local agent (no agent flags).
@@ -117,6 +119,10 @@ class BargeServer:
         # (or for None: barge up's own default, auto).
         self.runner = runner
         self.extra_args = list(extra_args or [])
+        # Set after the inherited BARGE_* variables are dropped (BARGE_ACCESS_KEY_ID, say).
+        self.extra_env = dict(extra_env or {})
+        # A server started with --tls-cert: its endpoint is https, trusted through this PEM.
+        self.tls_ca = tls_ca
         self.data_dir = data_dir
         self.log_path = log_path
         self.vcpus = vcpus
@@ -131,7 +137,8 @@ class BargeServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -145,6 +152,7 @@ class BargeServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BARGE_")}
         env.setdefault("RUST_BACKTRACE", "1")
         env["E2E_SESSION"] = SESSION_MARKER
+        env.update(self.extra_env)
         cmd = [barge_bin(), self.subcommand]
         if self.no_config:
             return cmd, env
@@ -202,7 +210,7 @@ class BargeServer:
                     + self.log_tail()
                 )
             try:
-                r = requests.get(self.endpoint + "/health", timeout=2)
+                r = requests.get(self.endpoint + "/health", timeout=2, verify=self.tls_ca or True)
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}"

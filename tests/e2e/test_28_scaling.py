@@ -96,6 +96,8 @@ class DockerScaling:
         self.server = f"{self.network}-server"
         self.etc = pathlib.Path(tempfile.mkdtemp(prefix="barge-scale-"))
         self.token = "scale-e2e-token"
+        # Beyond loopback (inside its container) the server wants access keys.
+        self.access_key, self.secret_key = "AKIASCALEE2E", "scale-e2e-secret"
         (self.etc / "barge.toml").write_text(textwrap.dedent(f"""
             [scaling]
             cooldown_seconds = {COOLDOWN_S}
@@ -113,6 +115,7 @@ class DockerScaling:
             "run", "-d", "--name", self.server, "--network", self.network,
             "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{self.etc}:/etc/barge:ro",
             "-p", f"127.0.0.1::{SERVER_PORT}", "-e", f"BARGE_AGENT_TOKEN={self.token}", "-e", "BARGE_LOG=info",
+            "-e", f"BARGE_ACCESS_KEY_ID={self.access_key}", "-e", f"BARGE_SECRET_ACCESS_KEY={self.secret_key}",
             self.image, "barge", "server", "--listen", f"0.0.0.0:{SERVER_PORT}", "--data-dir", "/data",
             "--agent-heartbeat-timeout-seconds", str(HEARTBEAT_S), "--config", "/etc/barge/barge.toml",
         )
@@ -167,7 +170,7 @@ def dock():
 def dock_batch(dock):
     return boto3.client(
         "batch", endpoint_url=dock.endpoint, region_name=REGION,
-        aws_access_key_id="x", aws_secret_access_key="x", config=client_config(),
+        aws_access_key_id=dock.access_key, aws_secret_access_key=dock.secret_key, config=client_config(),
     )
 
 

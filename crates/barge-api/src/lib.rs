@@ -21,6 +21,7 @@ pub mod extensions;
 mod jobs;
 pub mod logs;
 mod policies;
+pub mod sigv4;
 mod tags;
 pub mod wire;
 

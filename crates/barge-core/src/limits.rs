@@ -7,6 +7,14 @@ pub const SUBMIT_JOB_BODY_BYTES_MAX: usize = 30 * 1024;
 pub const REGISTER_JOB_DEFINITION_BODY_BYTES_MAX: usize = 24 * 1024;
 /// Any other API request. Generous: the largest legitimate ones are tag maps and id lists.
 pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
+/// How far a signed request's X-Amz-Date may be from the server's clock, either way. AWS's
+/// value for most services: it bounds how long a captured request can be replayed while
+/// tolerating clocks that are a little off.
+pub const SIGV4_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Headers one signature may cover. Clients sign a handful; the bound (with each name listed
+/// once) keeps an unsigned caller from making the canonical request huge by naming a large
+/// header over and over.
+pub const SIGV4_SIGNED_HEADERS_MAX: usize = 64;
 
 /// Names of compute environments, job queues, job definitions and jobs (AWS: 128).
 pub const NAME_CHARS_MAX: usize = 128;

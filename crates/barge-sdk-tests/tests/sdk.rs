@@ -671,3 +671,57 @@ async fn array_job_with_children_listed_and_summarised() {
     let child = describe_job(&client, &want[2]).await;
     assert_eq!(child.array_properties().and_then(|p| p.index()), Some(2));
 }
+
+#[tokio::test]
+async fn sigv4_from_the_rust_sdk_is_verified() {
+    const KEY_ID: &str = "AKIASDKTESTS";
+    const SECRET: &str = "sdk/secret+key";
+    let barge = Barge::start_with(|dir| {
+        let file = dir.join("credentials");
+        std::fs::write(
+            &file,
+            format!("[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+        )
+        .expect("write the credentials file");
+        vec!["--credentials-file".into(), file.display().to_string()]
+    });
+    let client = barge.client_with_key(KEY_ID, SECRET);
+    // A body, and the tag path whose ARN the SDK encodes on the wire and again when signing.
+    let def = register(&client, "sdk-signed", &["true"]).await;
+    client
+        .tag_resource()
+        .resource_arn(&def.arn)
+        .tags("signed", "yes")
+        .send()
+        .await
+        .expect("TagResource, signed");
+    client
+        .untag_resource()
+        .resource_arn(&def.arn)
+        .tag_keys("signed")
+        .tag_keys("absent key")
+        .send()
+        .await
+        .expect("UntagResource (a DELETE with a query), signed");
+    assert!(list_tags(&client, &def.arn).await.is_empty());
+
+    let refused = |client: Client| async move {
+        let err = client
+            .describe_job_queues()
+            .send()
+            .await
+            .expect_err("refused");
+        (
+            err.code().map(str::to_string),
+            err.raw_response().map(|r| r.status().as_u16()),
+        )
+    };
+    assert_eq!(
+        refused(barge.client_with_key(KEY_ID, "wrong")).await,
+        (Some("InvalidSignatureException".into()), Some(403))
+    );
+    assert_eq!(
+        refused(barge.client_with_key("AKIAUNKNOWN", SECRET)).await,
+        (Some("UnrecognizedClientException".into()), Some(403))
+    );
+}

@@ -56,14 +56,15 @@ pub(crate) async fn run(
         leader_url: Arc::new(ArcSwapOption::empty()),
     };
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
-    let router = http::router(app.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
+    let server = {
+        let (app, config) = (app.clone(), config.clone());
+        tokio::spawn(async move {
+            crate::serve_until(listener, app, &config, async move {
                 let _ = stopping_rx.wait_for(|s| *s).await;
             })
             .await
-    });
+        })
+    };
     println!("Barge server at {endpoint}: AWS Batch and CloudWatch Logs, state in PostgreSQL");
     println!(
         "  one of several servers on one database: it leads when it holds the lease (time to live {} ms), and forwards to the leader otherwise; advertised as {advertise}",

@@ -155,6 +155,24 @@ impl ScalingConfig {
         )
     }
 
+    /// A provider whose agents join at this server's own address (a local provider, or a
+    /// command provider without server_url), if any.
+    pub fn local_instances(&self) -> Option<&str> {
+        self.providers
+            .iter()
+            .find(|(_, p)| {
+                matches!(
+                    p,
+                    ProviderConfig::Local { .. }
+                        | ProviderConfig::Command {
+                            server_url: None,
+                            ..
+                        }
+                )
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Reads and checks the file; the error names the file, the key and what to do.
     pub fn load(path: &Path) -> anyhow::Result<ScalingConfig> {
         let file = std::fs::File::open(path).map_err(|e| {

@@ -58,11 +58,11 @@ fn respond(answer: Answer, content_type: &'static str) -> Response {
     resp
 }
 
-fn error(e: ApiError) -> Response {
+pub(crate) fn error(e: ApiError) -> Response {
     respond(Answer::from_result(Err(e)), "application/json")
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     // One byte over the limit is enough to know it is too large; the API names the limit.
     match to_bytes(body, limit + 1).await {
         Ok(b) => Ok(b.to_vec()),

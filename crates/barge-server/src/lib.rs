@@ -23,14 +23,17 @@ mod providers;
 mod proxy;
 mod scaling;
 mod scheduler;
+pub mod security;
 mod shared;
 mod timers;
+mod tls;
 mod writer;
 
 /// The exit status of a server that found another one leading (its commit was fenced or its
 /// lease lapsed): it stops at once rather than act on a state it may no longer write.
 pub const EXIT_DEPOSED: i32 = 3;
 
+pub use security::SecurityConfig;
 pub use shared::Shared;
 
 /// Settings of `barge up` (with a local agent) and `barge server` (without).
@@ -58,6 +61,8 @@ pub struct UpConfig {
     pub advertise_url: Option<String>,
     /// The leader lease's time to live.
     pub lease_ttl_ms: u64,
+    /// Access keys (SigV4) and TLS; the default is neither, on loopback only.
+    pub security: SecurityConfig,
 }
 
 /// `barge up`'s local agent.
@@ -74,10 +79,12 @@ pub struct LocalAgentConfig {
 /// Runs `barge up` or `barge server` until Ctrl-C or SIGTERM: control plane, the local agent
 /// if any, the agent endpoints, scheduler, HTTP.
 pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
+    // Before anything is opened or bound.
+    config.security.check_listen(config.listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let endpoint = format!("{}://{}", config.security.scheme(), listener.local_addr()?);
     // The address actually bound (port 0 becomes the one chosen): local instances of the
     // scaler join there.
     let config = UpConfig {
@@ -95,26 +102,37 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         local: Arc::new(ArcSwapOption::from_pointee(leader.shared.clone())),
         leader_url: Arc::new(ArcSwapOption::empty()),
     };
-    serve(listener, app, leader.shared.agents.clone()).await?;
+    serve(listener, app, &config, leader.shared.agents.clone()).await?;
     eprintln!("barge: shutting down: stopping running jobs");
     leader.stop().await;
     eprintln!("barge: stopped");
     Ok(())
 }
 
-/// Serves HTTP until Ctrl-C or SIGTERM.
+/// Serves HTTP(S) until Ctrl-C or SIGTERM.
 async fn serve(
     listener: tokio::net::TcpListener,
     app: http::App,
+    config: &UpConfig,
     agents: Arc<agents::RemoteAgents>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Waiting polls answer now, so that the server is not held up by them.
-            agents.close();
-        })
-        .await?;
+    serve_until(listener, app, config, async move {
+        shutdown_signal().await;
+        // Waiting polls answer now, so that the server is not held up by them.
+        agents.close();
+    })
+    .await
+}
+
+/// Serves HTTP(S), every request verified as `config.security` asks, until `stop` resolves.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: http::App,
+    config: &UpConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let router = security::protect(http::router(app), &config.security, &config.identity.region);
+    tls::serve(listener, router, config.security.tls.as_ref(), stop).await?;
     Ok(())
 }
 
@@ -165,11 +183,7 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
         },
         config.heartbeat_timeout_ms / 1000
     );
-    println!("Try it (any credentials work on loopback):");
-    println!(
-        "  export AWS_ACCESS_KEY_ID=barge AWS_SECRET_ACCESS_KEY=barge AWS_DEFAULT_REGION={}",
-        config.identity.region
-    );
+    security::print_banner_lines(&config.security, &config.identity.region);
     println!(
         "  aws batch register-job-definition --job-definition-name hello --type container --container-properties '{{\"image\":\"busybox\",\"command\":[\"echo\",\"hello from barge\"]}}' --endpoint-url {endpoint}"
     );

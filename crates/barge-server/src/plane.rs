@@ -188,6 +188,15 @@ impl Leader {
         // Only the leader scales. Stopped last of the loops: it stops the local provider's
         // instances (containers and command instances keep running).
         if let Some(scaling) = config.scaling.as_ref().filter(|s| !s.providers.is_empty()) {
+            if config.security.tls.is_some() {
+                // Agents speak plain HTTP: one on this host cannot join an HTTPS port.
+                if let Some(name) = scaling.local_instances() {
+                    anyhow::bail!(
+                        "configuration file {}: provider {name} runs its agents on this host and they speak plain HTTP, but this server serves HTTPS (--tls-cert); use a docker or command provider with a server_url the agents can reach over HTTP, or serve without TLS",
+                        scaling.path.display()
+                    );
+                }
+            }
             let scaler = crate::scaling::Scaler::start(
                 shared.clone(),
                 scaling.clone(),

@@ -43,6 +43,10 @@ struct WhyArgs {
     endpoint: String,
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
+    /// Certificates to trust for an https endpoint (PEM), like the aws CLI's --ca-bundle;
+    /// default: the system's CAs.
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
 }
 
 /// `barge why`: exit 0 with the diagnosis, 1 when the job is unknown or Barge cannot answer.
@@ -51,12 +55,22 @@ fn why(args: WhyArgs) -> anyhow::Result<std::process::ExitCode> {
         "/barge/v1/jobs/{}/why",
         percent_encode_segment(&args.job_id)
     );
-    let (status, body) = client::get(&args.endpoint, &path)?;
+    // Signed when credentials are at hand, as the aws CLI finds them (AWS_ACCESS_KEY_ID…).
+    let credentials = client::credentials_from_environment()?;
+    let (status, body) = client::get(
+        &args.endpoint,
+        &path,
+        credentials.as_ref(),
+        args.ca_bundle.as_deref(),
+    )?;
     let value: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("Barge answered {status} with a body that is not JSON: {body}"))?;
     if status != 200 {
         let message = value["message"].as_str().unwrap_or(&body);
         eprintln!("barge why: {message}");
+        if status == 403 && credentials.is_none() {
+            eprintln!("barge why: this Barge requires signed requests: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to one of its access keys");
+        }
         return Ok(std::process::ExitCode::from(1));
     }
     match args.output {
@@ -167,6 +181,18 @@ struct ServerArgs {
     /// environments tagged barge:provider=NAME (see README, "Scaling").
     #[arg(long, env = "BARGE_CONFIG")]
     config: Option<PathBuf>,
+    /// Access keys whose SigV4 signatures Barge accepts, in the aws CLI's credentials format
+    /// (`[profile]` sections with aws_access_key_id and aws_secret_access_key). With keys (here
+    /// or in BARGE_ACCESS_KEY_ID and BARGE_SECRET_ACCESS_KEY) every request must be signed;
+    /// without, Barge listens on loopback only.
+    #[arg(long, env = "BARGE_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first).
+    #[arg(long, env = "BARGE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "BARGE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -389,18 +415,20 @@ fn server_config(
         );
     }
     let agent_token = read_token(args.agent_token, args.agent_token_file, "--agent-token")?;
-    if !args.listen.ip().is_loopback() {
-        if agent_token.is_none() {
-            anyhow::bail!(
-                "listening on {} needs an agent token, so that only your agents can join and receive jobs: pass --agent-token-file FILE (or --agent-token / BARGE_AGENT_TOKEN), and give the agents the same token",
-                args.listen
-            );
-        }
-        eprintln!(
-            "barge: warning: listening on {} without authentication of API requests; anyone who can reach it can submit jobs",
+    if !args.listen.ip().is_loopback() && agent_token.is_none() {
+        anyhow::bail!(
+            "listening on {} needs an agent token, so that only your agents can join and receive jobs: pass --agent-token-file FILE (or --agent-token / BARGE_AGENT_TOKEN), and give the agents the same token",
             args.listen
         );
     }
+    // Secrets come from the environment, never from flags that `ps` would show.
+    let security = barge_server::SecurityConfig::load(
+        args.credentials_file.as_deref(),
+        std::env::var("BARGE_ACCESS_KEY_ID").ok(),
+        std::env::var("BARGE_SECRET_ACCESS_KEY").ok(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )?;
     Ok(barge_server::UpConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -424,6 +452,7 @@ fn server_config(
             .as_deref()
             .map(barge_server::config_file::ScalingConfig::load)
             .transpose()?,
+        security,
     })
 }
 

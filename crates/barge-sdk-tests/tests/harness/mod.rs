@@ -59,6 +59,12 @@ impl Barge {
     /// Starts `barge up` on a free loopback port with a 4 vCPU / 4096 MiB agent and waits
     /// (bounded) until `GET /health` answers 200.
     pub fn start() -> Barge {
+        Barge::start_with(|_| Vec::new())
+    }
+
+    /// As `start`, with more arguments to `barge up`, made from the server's own temporary
+    /// directory (where a test may write a file the arguments name).
+    pub fn start_with(extra_args: impl FnOnce(&Path) -> Vec<String>) -> Barge {
         let bin = barge_bin();
         assert!(
             bin.is_file(),
@@ -78,6 +84,7 @@ impl Barge {
             .args(["--agent-vcpus", "4", "--agent-memory-mib", "4096"])
             // The tests run host commands, not images.
             .args(["--runner", "process"])
+            .args(extra_args(&dir))
             // Jobs run in the directory barge was started from: keep them in the temp dir.
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -120,10 +127,21 @@ impl Barge {
 
     /// An SDK client for this server: us-east-1, static credentials, plain HTTP, no retries.
     pub fn client(&self) -> Client {
+        self.client_with_key("barge", "barge")
+    }
+
+    /// `client`, signing with the given access key.
+    pub fn client_with_key(&self, access_key_id: &str, secret_access_key: &str) -> Client {
         let config = aws_sdk_batch::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .credentials_provider(Credentials::new("barge", "barge", None, None, "test"))
+            .credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key,
+                None,
+                None,
+                "test",
+            ))
             .endpoint_url(&self.endpoint)
             // The SDK is built without its default (TLS) client; the endpoint is http://.
             .http_client(aws_smithy_http_client::Builder::new().build_http())
