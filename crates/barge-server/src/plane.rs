@@ -110,14 +110,19 @@ impl Leader {
     /// Loads the state from `store` and starts everything that acts on it.
     pub async fn start(store: Store, config: &UpConfig) -> anyhow::Result<Leader> {
         let first_start = store.is_new();
-        let mut state = store
-            .load(config.identity.clone())
-            .context("loading the stored state")?;
+        // On the blocking pool: PostgreSQL's client may not be called from an async task.
+        let identity = config.identity.clone();
+        let (store, mut state, logs) = tokio::task::spawn_blocking(move || {
+            let state = store.load(identity).context("loading the stored state")?;
+            let logs = store.reader()?;
+            Ok::<_, anyhow::Error>((store, state, logs))
+        })
+        .await
+        .context("loading the stored state panicked")??;
         state.config = config.core.clone();
         if let Some(scaling) = &config.scaling {
             state.config.scaling = Arc::new(scaling.catalog());
         }
-        let logs = store.reader()?;
         let published = Arc::new(ArcSwap::from_pointee(state));
         let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
         let router = Arc::new(writer::AgentRouter::default());
