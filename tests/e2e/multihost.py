@@ -22,8 +22,9 @@ BUSYBOX = pathlib.Path("/bin/busybox")
 SERVER_PORT = 8433
 
 
-def build_image() -> str:
-    """Imports the image afresh (the binary changes between runs)."""
+def build_image(image: str = IMAGE) -> str:
+    """Imports the image afresh (the binary changes between runs). Suites that may run beside
+    another checkout's pass their own tag, so neither starts the other's binary."""
     binary = pathlib.Path(barge_bin())
     assert BUSYBOX.exists(), "install Debian's busybox-static (scripts/test.sh does) to build the image"
     libs = []
@@ -51,11 +52,11 @@ def build_image() -> str:
         (rootfs / "etc/nsswitch.conf").write_text("hosts: files dns\n")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(
-            ["docker", "import", "-c", "ENV PATH=/bin:/usr/local/bin", "-", IMAGE],
+            ["docker", "import", "-c", "ENV PATH=/bin:/usr/local/bin", "-", image],
             stdin=tar.stdout, check=True, capture_output=True, timeout=300,
         )
         assert tar.wait() == 0
-    return IMAGE
+    return image
 
 
 class Cluster:

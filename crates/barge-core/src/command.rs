@@ -68,6 +68,17 @@ pub enum Command {
     },
     /// Fails every live attempt whose agent is not registered (after a restart).
     FailOrphans,
+    /// The scaler is about to terminate this instance: no new attempts may go to it. Refused
+    /// while it holds any attempt (the scale-in is then called off).
+    DrainAgent {
+        id: String,
+    },
+    /// The scaler reports the vCPUs it is working towards (computeResources.desiredvCpus).
+    /// Unlike UpdateComputeEnvironment it may lower the value; it is kept in [min, max].
+    SetDesiredVcpus {
+        compute_environment: String,
+        desired_vcpus: i64,
+    },
     AgentReports {
         agent_id: String,
         reports: Vec<AgentReport>,
@@ -108,6 +119,8 @@ impl Command {
             Command::RegisterAgent { .. } => "RegisterAgent",
             Command::AgentLost { .. } => "AgentLost",
             Command::FailOrphans => "FailOrphans",
+            Command::DrainAgent { .. } => "DrainAgent",
+            Command::SetDesiredVcpus { .. } => "SetDesiredVcpus",
             Command::AgentReports { .. } => "AgentReports",
             Command::SchedulerPass(_) => "SchedulerPass",
             Command::EnforceTimeouts => "EnforceTimeouts",

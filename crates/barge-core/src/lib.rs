@@ -19,6 +19,7 @@ pub mod model;
 pub mod multinode;
 pub mod reason;
 pub mod resources;
+pub mod scaling;
 pub mod scheduler;
 pub mod state;
 

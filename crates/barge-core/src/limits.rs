@@ -154,3 +154,22 @@ pub const SWAPPINESS_MAX: i64 = 100;
 /// number; each becomes a line of the container's host configuration, so a bound keeps a
 /// definition (stored and echoed whole) small.
 pub const CONTAINER_LIST_ENTRIES_MAX: usize = 100;
+
+/// A compute environment tag that names the instance provider (a `[providers.NAME]` of the
+/// server's configuration file) that scales it between minvCpus and maxvCpus. A tag, as for
+/// the runner: AWS has no member for it, and every AWS client can set one.
+pub const PROVIDER_TAG: &str = "barge:provider";
+/// RUNNABLE jobs of one queue that one scaling plan looks at (front first), so the
+/// once-a-second plan stays cheap however deep the queue: the demand is an estimate, and the
+/// front of a queue is what runs next anyway. Unborn array children are counted in bulk.
+pub const SCALING_DEMAND_JOBS_PER_QUEUE_MAX: usize = 10_000;
+/// Distinct job shapes (vCPUs, memory, GPUs) remembered per environment to choose instance
+/// types: enough to find one that fits some waiting job, small enough to compare cheaply.
+pub const SCALING_SHAPES_PER_ENVIRONMENT_MAX: usize = 32;
+/// Instances one plan launches per environment; a larger need takes several plans (a second
+/// apart), so a maxvCpus of thousands of tiny instances does not start them all in one burst.
+pub const SCALING_LAUNCHES_PER_PLAN_MAX: usize = 64;
+/// After a failed launch, an environment launches nothing for this long, doubling with each
+/// failure in a row up to the maximum: a broken provider is retried, not hammered.
+pub const SCALING_LAUNCH_BACKOFF_MS_INITIAL: i64 = 2_000;
+pub const SCALING_LAUNCH_BACKOFF_MS_MAX: i64 = 300_000;

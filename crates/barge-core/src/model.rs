@@ -489,6 +489,10 @@ pub struct Agent {
     /// The agent's own runner, as it registered (None: not said, e.g. `barge up`'s).
     #[serde(default)]
     pub runner: Option<crate::agent::RunnerKind>,
+    /// Set by `Command::DrainAgent` when the scaler is about to terminate this instance: it
+    /// gets no new attempts, so a scale-in never kills a job that started meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl Agent {
@@ -501,18 +505,24 @@ impl Agent {
     pub fn free_gpus(&self) -> u32 {
         self.gpus.saturating_sub(self.used_gpus)
     }
+    /// Whether attempts of `ce` may be placed here. `barge up`'s agent leaves the MANAGED
+    /// environments that an instance provider scales (tag `barge:provider`) to their instances.
     pub fn serves(&self, ce: &ComputeEnvironment) -> bool {
-        match &self.scope {
-            AgentScope::AllManaged => ce.kind == ComputeEnvironmentType::Managed,
-            AgentScope::ComputeEnvironment(name) => *name == ce.name,
-        }
+        !self.draining
+            && match &self.scope {
+                AgentScope::AllManaged => {
+                    ce.kind == ComputeEnvironmentType::Managed
+                        && !ce.tags.contains_key(crate::limits::PROVIDER_TAG)
+                }
+                AgentScope::ComputeEnvironment(name) => *name == ce.name,
+            }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentScope {
     /// `barge up`'s local agent backs every MANAGED compute environment, each bounded by its
-    /// maxvCpus, until providers exist.
+    /// maxvCpus, except those an instance provider scales.
     AllManaged,
     /// An agent that joined one compute environment.
     ComputeEnvironment(String),

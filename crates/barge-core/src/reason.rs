@@ -187,6 +187,17 @@ pub enum Obstacle {
     None {
         ce: String,
     },
+    /// An instance provider scales the environment, and its instances have no room yet.
+    ScalingUp {
+        ce: String,
+        /// What to say (see `scaling::describe_scaling`).
+        detail: String,
+    },
+    /// The environment names a provider (tag `barge:provider`) this server does not have.
+    NoProvider {
+        ce: String,
+        provider: String,
+    },
 }
 
 impl Obstacle {
@@ -202,6 +213,10 @@ impl Obstacle {
 pub fn obstacles(state: &State, queue: &JobQueue, res: Resources) -> Vec<Obstacle> {
     let mut out = Vec::new();
     for ce in state.environments_of(queue) {
+        if crate::scaling::provider_of(ce).is_some() && ce.kind == ComputeEnvironmentType::Managed {
+            out.push(scaled_obstacle(state, ce, res));
+            continue;
+        }
         let name = ce.name.clone();
         let hosts = state.hosts_of(ce);
         // A host too small is the more fundamental of the two "never"s: raising maxvCpus
@@ -237,6 +252,56 @@ pub fn obstacles(state: &State, queue: &JobQueue, res: Resources) -> Vec<Obstacl
         out.push(obstacle);
     }
     out
+}
+
+/// What stands between a job and an environment an instance provider scales: its capacity
+/// is the instance types it may launch, not the hosts it has now.
+fn scaled_obstacle(state: &State, ce: &ComputeEnvironment, res: Resources) -> Obstacle {
+    let name = ce.name.clone();
+    let provider = crate::scaling::provider_of(ce).unwrap_or_default();
+    if crate::scaling::scaled_by(&state.config.scaling, ce).is_none() {
+        return Obstacle::NoProvider {
+            ce: name,
+            provider: provider.to_string(),
+        };
+    }
+    let types = crate::scaling::allowed_types(&state.config.scaling, ce);
+    if !types.iter().any(|t| t.fits(res)) {
+        return Obstacle::HostTooSmall {
+            ce: name,
+            largest_vcpus_milli: types.iter().map(|t| t.vcpus_milli()).max().unwrap_or(0),
+            largest_memory_mib: types.iter().map(|t| t.memory_mib).max().unwrap_or(0),
+            most_gpus: types.iter().map(|t| t.gpus).max().unwrap_or(0),
+        };
+    }
+    let used = state.ce_used_vcpus_milli(&ce.name);
+    match ce.max_vcpus_milli() {
+        Some(max) if u64::from(res.vcpus_milli) > max => Obstacle::MaxVcpus {
+            ce: name,
+            max_milli: max,
+        },
+        _ if ce.state != ResourceState::Enabled => Obstacle::Disabled { ce: name },
+        _ if !ce_has_room(ce, used, res) => Obstacle::Busy {
+            ce: name,
+            used_milli: used,
+            max_milli: ce.max_vcpus_milli(),
+        },
+        _ if state.hosts_of(ce).iter().any(|a| agent_has_room(a, res)) => {
+            Obstacle::None { ce: name }
+        }
+        _ => Obstacle::ScalingUp {
+            detail: crate::scaling::describe_scaling(state, ce),
+            ce: name,
+        },
+    }
+}
+
+/// Whether an instance provider scales compute environment `ce`.
+fn is_scaled(state: &State, ce: &str) -> bool {
+    state
+        .compute_environments
+        .get(ce)
+        .is_some_and(|c| crate::scaling::scaled_by(&state.config.scaling, c).is_some())
 }
 
 fn describe_need(res: Resources) -> String {
@@ -296,7 +361,8 @@ fn why_runnable_capacity(state: &State, job: &Job) -> String {
                 format_vcpus(u64::from(res.vcpus_milli))
             )),
             Obstacle::HostTooSmall { ce, largest_vcpus_milli, largest_memory_mib, most_gpus } => Some(format!(
-                "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - the job needs {need}, and the largest host in compute environment {ce} has {} vCPU and {largest_memory_mib} MiB{}",
+                "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - the job needs {need}, and the largest {} compute environment {ce} has {} vCPU and {largest_memory_mib} MiB{}",
+                if is_scaled(state, ce) { "instance type of" } else { "host in" },
                 format_vcpus(*largest_vcpus_milli),
                 if res.gpus > 0 { format!(", and the most GPUs any host there has is {most_gpus}") } else { String::new() }
             )),
@@ -304,6 +370,17 @@ fn why_runnable_capacity(state: &State, job: &Job) -> String {
         }
         });
         return parts.join("; ");
+    }
+    // Scaling comes before busy: it is what will move the job on.
+    let scaling = names(&|o| match o {
+        Obstacle::ScalingUp { detail, .. } => Some(detail.clone()),
+        _ => None,
+    });
+    if !scaling.is_empty() {
+        return format!(
+            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - {}",
+            scaling.join("; ")
+        );
     }
     let busy = names(&|o| match o {
         Obstacle::Busy {
@@ -334,6 +411,19 @@ fn why_runnable_capacity(state: &State, job: &Job) -> String {
         return format!(
             "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - no agent has joined compute environment {}; start `barge agent` for it",
             no_agents.join(", ")
+        );
+    }
+    let no_provider = names(&|o| match o {
+        Obstacle::NoProvider { ce, provider } => Some(format!(
+            "{ce} names provider {provider:?} (tag {})",
+            crate::limits::PROVIDER_TAG
+        )),
+        _ => None,
+    });
+    if !no_provider.is_empty() {
+        return format!(
+            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - compute environment {}, which this server's configuration does not define; start it with --config naming that provider, or remove the tag",
+            no_provider.join(", ")
         );
     }
     let disabled = names(&|o| match o {
@@ -415,6 +505,9 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
                             "raise maxvCpus of compute environment {ce} to at least {} (aws batch update-compute-environment --compute-environment {ce} --compute-resources maxvCpus=N), or ask for fewer vCPUs",
                             (u64::from(res.vcpus_milli)).div_ceil(1000)
                         ),
+                        Obstacle::HostTooSmall { ce, .. } if is_scaled(state, &ce) => format!(
+                            "ask for at most the largest instance type compute environment {ce} may launch, or allow a bigger one (its computeResources.instanceTypes, and [[instance_types]] in the server's configuration file)"
+                        ),
                         Obstacle::HostTooSmall { ce, .. } => format!(
                             "ask for at most the largest host of compute environment {ce}, or add a bigger host to it (barge up --agent-vcpus / --agent-memory-mib)"
                         ),
@@ -427,6 +520,13 @@ pub fn diagnose(state: &State, job: &Job) -> Diagnosis {
                         ),
                         Obstacle::None { ce } => format!(
                             "nothing: compute environment {ce} has room, the next scheduling pass places it"
+                        ),
+                        Obstacle::ScalingUp { ce, .. } => format!(
+                            "wait for compute environment {ce}'s new instances to start and join; if none do, the server's log says why its provider's launches fail"
+                        ),
+                        Obstacle::NoProvider { ce, provider } => format!(
+                            "start the server with --config FILE defining [providers.{provider}], or untag compute environment {ce} (aws batch untag-resource --tag-keys {})",
+                            crate::limits::PROVIDER_TAG
                         ),
                     });
                 }

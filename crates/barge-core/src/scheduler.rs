@@ -262,7 +262,8 @@ fn candidates<'a>(
 }
 
 /// Whether some environment of the queue, ENABLED or not, could take `res` were it idle: its
-/// maxvCpus bound allows it and one of its agents is big enough.
+/// maxvCpus bound allows it and one of its agents (or, where a provider scales it, one of the
+/// instance types it may launch) is big enough.
 pub fn could_ever_fit(state: &State, queue: &JobQueue, res: Resources) -> bool {
     queue.compute_environment_order.iter().any(|entry| {
         state
@@ -270,10 +271,13 @@ pub fn could_ever_fit(state: &State, queue: &JobQueue, res: Resources) -> bool {
             .get(&entry.compute_environment)
             .is_some_and(|ce| {
                 ce_has_room(ce, 0, res)
-                    && state
+                    && (state
                         .agents
                         .values()
                         .any(|a| a.serves(ce) && agent_could_fit(a, res))
+                        // An environment that scales can launch a type that fits.
+                        || (crate::scaling::scaled_by(&state.config.scaling, ce).is_some()
+                            && crate::scaling::type_fits(state, ce, res)))
             })
     })
 }

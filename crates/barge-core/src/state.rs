@@ -70,10 +70,13 @@ fn status_slot(status: JobStatus) -> usize {
 }
 
 /// Limits that Barge lifts above AWS's and lets the operator choose; not stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CoreConfig {
     pub array_size_max: u32,
     pub depends_on_max: usize,
+    /// The configuration file's instance providers and instance types (`scaling`). Behind an
+    /// Arc: the state is cloned for every command, the catalog never changes while running.
+    pub scaling: Arc<crate::scaling::ScalingCatalog>,
 }
 
 impl Default for CoreConfig {
@@ -81,6 +84,7 @@ impl Default for CoreConfig {
         CoreConfig {
             array_size_max: ARRAY_SIZE_MAX_DEFAULT,
             depends_on_max: DEPENDS_ON_MAX_DEFAULT,
+            scaling: Arc::default(),
         }
     }
 }

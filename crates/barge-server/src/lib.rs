@@ -15,10 +15,13 @@ use barge_store::Store;
 
 mod agents;
 mod cluster;
+pub mod config_file;
 mod http;
 pub mod limits;
 mod plane;
+mod providers;
 mod proxy;
+mod scaling;
 mod scheduler;
 pub mod security;
 mod shared;
@@ -48,6 +51,8 @@ pub struct UpConfig {
     pub identity: Identity,
     /// Bounds Barge lifts above AWS's (array size, dependsOn entries).
     pub core: barge_core::state::CoreConfig,
+    /// The configuration file's instance types and providers (`--config`), if one was given.
+    pub scaling: Option<config_file::ScalingConfig>,
     /// Shared state in PostgreSQL (`barge server --database-url`): several servers run at
     /// once, one leads (holds the lease), the others forward requests to it. None: SQLite in
     /// `data_dir`, one server.
@@ -80,6 +85,12 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let endpoint = format!("{}://{}", config.security.scheme(), listener.local_addr()?);
+    // The address actually bound (port 0 becomes the one chosen): local instances of the
+    // scaler join there.
+    let config = UpConfig {
+        listen: listener.local_addr()?,
+        ..config
+    };
     if let Some(url) = config.database_url.clone() {
         return cluster::run(listener, endpoint, config, url).await;
     }
@@ -146,6 +157,23 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
             "  no local agent: capacity is the agents that join (barge agent --server {endpoint} --compute-environment NAME)"
         ),
     }
+    if let Some(scaling) = &config.scaling {
+        println!(
+            "  configuration {}: {} instance types; providers: {}",
+            scaling.path.display(),
+            scaling.instance_types.len(),
+            if scaling.providers.is_empty() {
+                "none".to_string()
+            } else {
+                scaling
+                    .providers
+                    .iter()
+                    .map(|(name, p)| format!("{name} ({})", p.kind()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
     println!(
         "  remote agents: {}; lost after {} s without a heartbeat",
         if config.agent_token.is_some() {
@@ -165,6 +193,16 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
         println!("  aws batch create-compute-environment --compute-environment-name fleet --type UNMANAGED --endpoint-url {endpoint}");
     }
     println!("Press Ctrl-C to stop.");
+}
+
+/// How a process on this host reaches the server listening at `addr`.
+pub(crate) fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Resolves at Ctrl-C or SIGTERM.

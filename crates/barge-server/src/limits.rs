@@ -50,3 +50,45 @@ pub const PROXY_CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// Short, so that a failover is seconds; long enough that a busy leader renews in time (it
 /// renews every third of it).
 pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
+
+/// The configuration file (`--config`): a catalog and a few providers fit in kilobytes; a
+/// bound keeps a wrong path (a log, a binary) from being read whole.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// How often the scaler plans when nothing woke it. Instances take seconds to start, so a
+/// second is responsive without costing more than one snapshot walk per second.
+pub const SCALER_TICK_MS: u64 = 1_000;
+/// How long an instance stays idle before it may be scaled in, unless configured
+/// (`[scaling] cooldown_seconds`). A minute keeps a bursty queue from paying the start of an
+/// instance for every burst.
+pub const SCALING_COOLDOWN_SECONDS_DEFAULT: u64 = 60;
+/// How long a launched instance has to join before it is terminated and replaced, unless
+/// configured (`[scaling] register_timeout_seconds`): cloud instances take minutes to boot.
+pub const SCALING_REGISTER_TIMEOUT_SECONDS_DEFAULT: u64 = 300;
+/// The shortest register timeout accepted: below it a slow start is mistaken for a failure.
+pub const SCALING_REGISTER_TIMEOUT_SECONDS_MIN: u64 = 5;
+/// The longest cooldown and register timeout accepted (a day): a typo is an error, not an
+/// instance kept forever.
+pub const SCALING_SECONDS_MAX: u64 = 86_400;
+/// Provider actions (launch, terminate, check) running at once: a burst of launches does not
+/// start hundreds of `docker create` or operator programs together.
+pub const PROVIDER_ACTIONS_CONCURRENT_MAX: usize = 8;
+/// How often providers that can tell (local processes, Docker containers) are asked which
+/// instances are gone, so a reclaimed instance's jobs are retried at once rather than after
+/// the heartbeat timeout.
+pub const PROVIDER_CHECK_MS: u64 = 2_000;
+/// SIGTERM (or `docker stop`) to SIGKILL for an instance: its agent stops its attempts and
+/// leaves; an idle one takes well under a second.
+pub const INSTANCE_STOP_GRACE_MS: u64 = 30_000;
+/// How long the `command` provider's programs may run, unless configured (`timeout_seconds`),
+/// and the most that may be configured.
+pub const COMMAND_PROVIDER_TIMEOUT_SECONDS_DEFAULT: u64 = 120;
+pub const COMMAND_PROVIDER_TIMEOUT_SECONDS_MAX: u64 = 3_600;
+/// Output of one provider program kept for the server's log; the rest is cut.
+pub const COMMAND_PROVIDER_OUTPUT_BYTES_MAX: usize = 16 * 1024;
+/// A failed termination is tried again after this long, doubling up to the maximum.
+pub const TERMINATE_RETRY_MS_INITIAL: i64 = 2_000;
+pub const TERMINATE_RETRY_MS_MAX: i64 = 300_000;
+/// Providers and instance types one configuration file may define: a catalog is read into
+/// every plan, so a finite bound.
+pub const CONFIG_PROVIDERS_MAX: usize = 100;
+pub const CONFIG_INSTANCE_TYPES_MAX: usize = 1_000;

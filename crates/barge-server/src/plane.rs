@@ -119,7 +119,10 @@ impl Leader {
         })
         .await
         .context("loading the stored state panicked")??;
-        state.config = config.core;
+        state.config = config.core.clone();
+        if let Some(scaling) = &config.scaling {
+            state.config.scaling = Arc::new(scaling.catalog());
+        }
         let published = Arc::new(ArcSwap::from_pointee(state));
         let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
         let router = Arc::new(writer::AgentRouter::default());
@@ -187,6 +190,29 @@ impl Leader {
             stop.clone(),
         ));
         loops.push((stop, task));
+        // Only the leader scales. Stopped last of the loops: it stops the local provider's
+        // instances (containers and command instances keep running).
+        if let Some(scaling) = config.scaling.as_ref().filter(|s| !s.providers.is_empty()) {
+            if config.security.tls.is_some() {
+                // Agents speak plain HTTP: one on this host cannot join an HTTPS port.
+                if let Some(name) = scaling.local_instances() {
+                    anyhow::bail!(
+                        "configuration file {}: provider {name} runs its agents on this host and they speak plain HTTP, but this server serves HTTPS (--tls-cert); use a docker or command provider with a server_url the agents can reach over HTTP, or serve without TLS",
+                        scaling.path.display()
+                    );
+                }
+            }
+            let scaler = crate::scaling::Scaler::start(
+                shared.clone(),
+                scaling.clone(),
+                &config.data_dir,
+                crate::local_url(config.listen),
+                config.agent_token.clone(),
+            )
+            .await?;
+            let stop = Arc::new(Notify::new());
+            loops.push((stop.clone(), tokio::spawn(scaler.run(stop))));
+        }
         Ok(Leader {
             shared,
             router,

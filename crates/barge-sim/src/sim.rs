@@ -94,6 +94,8 @@ pub struct Summary {
     pub arrays_failed: u64,
     /// Jobs that waited for a whole array (a plain dependency on its parent) and then ran.
     pub array_dependents_ran: u64,
+    /// Hosts drained and terminated by a scale-in (their drain was accepted).
+    pub scale_ins: u64,
     /// A digest of the final store (not summed by `add`).
     pub fingerprint: u64,
 }
@@ -112,6 +114,7 @@ impl Summary {
         self.retries += o.retries;
         self.reports_refused += o.reports_refused;
         self.agents_lost += o.agents_lost;
+        self.scale_ins += o.scale_ins;
         self.restarts += o.restarts;
         self.polls += o.polls;
         self.poll_launches += o.poll_launches;
@@ -243,9 +246,11 @@ enum StepKind {
     CreatePolicy,
     UpdatePolicy,
     DeletePolicy,
+    ScaleIn,
+    SetDesired,
 }
 
-const STEP_WEIGHTS: [(StepKind, u64); 29] = [
+const STEP_WEIGHTS: [(StepKind, u64); 31] = [
     (StepKind::CreateCe, 3),
     (StepKind::UpdateCe, 4),
     (StepKind::DeleteCe, 1),
@@ -275,6 +280,8 @@ const STEP_WEIGHTS: [(StepKind, u64); 29] = [
     (StepKind::CreatePolicy, 1),
     (StepKind::UpdatePolicy, 1),
     (StepKind::DeletePolicy, 1),
+    (StepKind::ScaleIn, 1),
+    (StepKind::SetDesired, 1),
 ];
 
 /// One simulated host. Its agent id changes when it joins again under a new identity.

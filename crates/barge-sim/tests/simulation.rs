@@ -80,6 +80,7 @@ fn seeded_simulations_hold_every_invariant() {
         assert!(total.reports_refused > 0, "no stale reports: {total:?}");
         assert!(total.restarts > 0 && total.lost_batches > 0, "{total:?}");
         assert!(total.agents_lost > 0, "{total:?}");
+        assert!(total.scale_ins > 0, "no scale-in drained a host: {total:?}");
         assert!(total.commands_refused > 0, "{total:?}");
         assert!(
             total.gangs_placed > 0 && total.multinode_succeeded > 0,

@@ -177,6 +177,10 @@ struct ServerArgs {
         default_value_t = 30
     )]
     agent_heartbeat_timeout_seconds: u64,
+    /// A TOML configuration file: instance types and the providers that scale MANAGED compute
+    /// environments tagged barge:provider=NAME (see README, "Scaling").
+    #[arg(long, env = "BARGE_CONFIG")]
+    config: Option<PathBuf>,
     /// Access keys whose SigV4 signatures Barge accepts, in the aws CLI's credentials format
     /// (`[profile]` sections with aws_access_key_id and aws_secret_access_key). With keys (here
     /// or in BARGE_ACCESS_KEY_ID and BARGE_SECRET_ACCESS_KEY) every request must be signed;
@@ -444,10 +448,16 @@ fn server_config(
         core: barge_core::state::CoreConfig {
             array_size_max: args.array_size_max,
             depends_on_max: args.depends_on_max,
+            ..Default::default()
         },
         database_url: None,
         advertise_url: None,
         lease_ttl_ms: barge_server::limits::LEASE_TTL_MS_DEFAULT,
+        scaling: args
+            .config
+            .as_deref()
+            .map(barge_server::config_file::ScalingConfig::load)
+            .transpose()?,
         security,
     })
 }

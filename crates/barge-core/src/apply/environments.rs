@@ -87,6 +87,7 @@ pub(super) fn create_compute_environment(
             }
         }
     }
+    crate::scaling::check_environment(&state.config.scaling, &ce)?;
     put_compute_environment(state, ce, changes)
 }
 
@@ -142,8 +143,12 @@ pub(super) fn update_compute_environment(
         if res.desired_vcpus.is_some() || u.desired_vcpus.is_some() {
             res.desired_vcpus = Some(desired);
         }
+        let new_types = u.compute_resources_other.contains_key("instanceTypes");
         for (k, v) in u.compute_resources_other {
             res.other.insert(k, v);
+        }
+        if new_types {
+            crate::scaling::check_environment(&state.config.scaling, &ce)?;
         }
     }
     if let Some(v) = u.unmanaged_vcpus {

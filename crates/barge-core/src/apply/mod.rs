@@ -112,6 +112,8 @@ fn apply_inner(
             running,
         } => {
             let known = state.agents.contains_key(&id);
+            // An instance being terminated stays drained if its agent comes back meanwhile.
+            let draining = state.agents.get(&id).is_some_and(|a| a.draining);
             let (used_vcpus_milli, used_memory_mib, used_gpus) =
                 state.agents.get(&id).map_or((0, 0, 0), |a| {
                     (a.used_vcpus_milli, a.used_memory_mib, a.used_gpus)
@@ -127,6 +129,7 @@ fn apply_inner(
                 gpus,
                 used_gpus,
                 runner,
+                draining,
             };
             state.agents.insert(id.clone(), Arc::new(agent));
             if known {
@@ -147,6 +150,11 @@ fn apply_inner(
             fail_orphans(state, now, changes);
             Ok(Reply::Done)
         }
+        Command::DrainAgent { id } => crate::scaling::drain_agent(state, &id, changes),
+        Command::SetDesiredVcpus {
+            compute_environment,
+            desired_vcpus,
+        } => crate::scaling::set_desired_vcpus(state, &compute_environment, desired_vcpus, changes),
         Command::AgentReports { agent_id, reports } => {
             let mut refused = 0;
             for report in reports {

@@ -95,10 +95,21 @@ pub(super) fn tag_resource(
     tags: Tags,
     changes: &mut Changes,
 ) -> Result<Reply, CoreError> {
-    with_tags(state, arn, changes, |existing| {
+    let names_provider = tags.contains_key(PROVIDER_TAG);
+    let reply = with_tags(state, arn, changes, |existing| {
         existing.extend(tags);
         check_tags(existing)
-    })
+    })?;
+    // A provider is checked against the environment it would scale (apply undoes the tagging
+    // when this refuses it).
+    if let Some((ResourceKind::ComputeEnvironment, name)) =
+        parse_batch_arn(arn).filter(|_| names_provider)
+    {
+        if let Some(ce) = state.compute_environments.get(name) {
+            crate::scaling::check_environment(&state.config.scaling, ce)?;
+        }
+    }
+    Ok(reply)
 }
 
 pub(super) fn untag_resource(

@@ -137,6 +137,8 @@ impl Sim {
                 self.run_one(p).map(drop)
             }
             StepKind::Restart => self.restart(),
+            StepKind::ScaleIn => self.scale_in(),
+            StepKind::SetDesired => self.set_desired(),
             StepKind::Batch => {
                 let n = self.rng.range(2, 4);
                 let mut planned = Vec::new();
@@ -601,6 +603,48 @@ impl Sim {
         }
         let h = *self.rng.pick(&alive);
         let crashed = self.rng.chance(50);
+        self.lose_host(h, crashed)
+    }
+
+    /// The scaler scales a host in: it drains it (refused while it holds attempts) and then
+    /// terminates it, and its agent is lost.
+    pub(super) fn scale_in(&mut self) -> Result<(), Failure> {
+        let alive: Vec<usize> = (0..self.hosts.len())
+            .filter(|i| self.hosts[*i].alive)
+            .collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        let h = *self.rng.pick(&alive);
+        let id = self.hosts[h].id.clone();
+        let drained = self.run_one(Planned {
+            what: format!("drain agent {id}"),
+            command: Command::DrainAgent { id },
+            note: Note::Plain,
+        })?;
+        if drained.is_err() {
+            return Ok(());
+        }
+        self.summary.scale_ins += 1;
+        self.lose_host(h, false)
+    }
+
+    /// The scaler reports a desiredvCpus (clamped by the core to the bounds).
+    pub(super) fn set_desired(&mut self) -> Result<(), Failure> {
+        let ce = self.rng.pick(&CE_NAMES).to_string();
+        let desired_vcpus = self.rng.range(-1, 10);
+        self.run_one(Planned {
+            what: format!("set desiredvCpus of {ce} to {desired_vcpus}"),
+            command: Command::SetDesiredVcpus {
+                compute_environment: ce,
+                desired_vcpus,
+            },
+            note: Note::Plain,
+        })
+        .map(drop)
+    }
+
+    fn lose_host(&mut self, h: usize, crashed: bool) -> Result<(), Failure> {
         let fenced = self.sabotage != Sabotage::LostAgentsKeepRunning;
         let host = &mut self.hosts[h];
         host.alive = false;
