@@ -62,6 +62,10 @@ def build_image(image: str = IMAGE) -> str:
 class Cluster:
     """One server container and agent containers on a network of their own."""
 
+    # The server listens beyond loopback (on the network), which needs access keys.
+    ACCESS_KEY_ID = "AKIABARGEMULTIHOST"
+    SECRET_ACCESS_KEY = "multihost-secret"
+
     def __init__(self, heartbeat_s: int = 6, token: str = "e2e-agent-token"):
         self.name = uniq("bargenet")
         self.token = token
@@ -83,6 +87,7 @@ class Cluster:
         docker(
             "run", "-d", "--name", name, "--network", self.network, "--hostname", "server",
             "-p", f"127.0.0.1::{SERVER_PORT}", "-e", f"BARGE_AGENT_TOKEN={self.token}", "-e", "BARGE_LOG=info",
+            "-e", f"BARGE_ACCESS_KEY_ID={self.ACCESS_KEY_ID}", "-e", f"BARGE_SECRET_ACCESS_KEY={self.SECRET_ACCESS_KEY}",
             IMAGE, "barge", "server", "--listen", f"0.0.0.0:{SERVER_PORT}", "--data-dir", "/data",
             "--agent-heartbeat-timeout-seconds", str(self.heartbeat_s), *(extra or []),
         )

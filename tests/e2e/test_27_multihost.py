@@ -40,7 +40,8 @@ def cluster():
 def batch(cluster):
     return boto3.client(
         "batch", endpoint_url=cluster.endpoint, region_name=REGION,
-        aws_access_key_id="x", aws_secret_access_key="x", config=client_config(),
+        aws_access_key_id=cluster.ACCESS_KEY_ID, aws_secret_access_key=cluster.SECRET_ACCESS_KEY,
+        config=client_config(),
     )
 
 
