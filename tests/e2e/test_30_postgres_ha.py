@@ -110,6 +110,8 @@ def test_killing_the_leader_mid_run_loses_nothing_and_runs_every_job_once(pair, 
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
+    # A leader stops cleanly (its writer drains, its lease is given up).
+    assert follower.stop(signal.SIGTERM, timeout_s=30) == 0, follower.log_tail()
 
 
 def test_a_leader_that_stalls_past_its_lease_is_replaced_and_exits_when_it_wakes(pair, tmp_path):
@@ -127,3 +129,10 @@ def test_a_leader_that_stalls_past_its_lease_is_replaced_and_exits_when_it_wakes
     assert "no longer the leader" in leader.log_text()
     # The new leader has the job the stalled one never saw.
     assert batch.describe_jobs(jobs=[job_id])["jobs"][0]["jobName"] == "after"
+
+
+def test_a_follower_stops_cleanly_and_the_leader_carries_on(pair):
+    leader, follower = pair
+    assert follower.stop(signal.SIGTERM, timeout_s=30) == 0, follower.log_tail()
+    assert role(leader) == "leader"
+    assert leader.stop(signal.SIGTERM, timeout_s=30) == 0, leader.log_tail()

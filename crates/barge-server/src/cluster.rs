@@ -132,13 +132,26 @@ pub(crate) async fn run(
     }
     let _ = stopping_tx.send(true);
     let _ = server.await;
-    if let Some((leader, lease, _)) = leading {
-        leader.stop().await;
-        // Another server may lead at once instead of after the lease's time to live.
-        let (_, released) = blocking(keeper, move |k| k.release(&lease)).await?;
-        if let Err(e) = released {
-            tracing::warn!("cannot give the leader lease up: {e}");
+    // The writer stops once every handle to it is gone; this one is the last outside it.
+    app.local.store(None);
+    let lease = match leading {
+        Some((leader, lease, _)) => {
+            leader.stop().await;
+            Some(lease)
         }
+        None => None,
+    };
+    // PostgreSQL's synchronous client must also be dropped off the async threads.
+    let released = tokio::task::spawn_blocking(move || {
+        // Another server may lead at once instead of after the lease's time to live.
+        let released = lease.map(|lease| keeper.release(&lease));
+        drop((keeper, store));
+        released
+    })
+    .await
+    .context("giving the lease up panicked")?;
+    if let Some(Err(e)) = released {
+        tracing::warn!("cannot give the leader lease up: {e}");
     }
     eprintln!("barge: stopped");
     Ok(())
