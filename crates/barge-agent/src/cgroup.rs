@@ -79,8 +79,10 @@ pub(crate) struct Placement {
     /// `cgroup.procs` of each of the attempt's cgroup directories, opened before the fork so
     /// that the child only has to write to them (see [`Placement::enter`]).
     procs: Vec<File>,
+    /// Their paths, for the launcher (see `crate::launcher`), which opens them itself.
+    pub(crate) procs_paths: Vec<PathBuf>,
     /// RLIMIT_DATA in bytes for the rlimit fallback.
-    data_limit_bytes: Option<u64>,
+    pub(crate) data_limit_bytes: Option<u64>,
 }
 
 /// One attempt's cgroup: a directory in each hierarchy used (one on v2).
@@ -175,6 +177,7 @@ impl Limits {
         let no_cgroup = |data_limit_bytes| Placement {
             cgroup: None,
             procs: Vec::new(),
+            procs_paths: Vec::new(),
             data_limit_bytes,
         };
         let cgroup = match &self.mode {
@@ -264,8 +267,14 @@ impl Limits {
                     .open(dir.join("cgroup.procs"))
             })
             .collect();
+        let procs_paths = cgroup
+            .dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect();
         match procs {
             Ok(procs) => Placement {
+                procs_paths,
                 // Memory not limited by the cgroup (v1 without the memory hierarchy) is limited
                 // by the rlimit.
                 data_limit_bytes: cgroup.memory.is_none().then_some(rlimit).flatten(),

@@ -11,6 +11,7 @@
 mod agent;
 mod cgroup;
 mod control;
+pub mod launcher;
 mod ledger;
 pub mod limits;
 mod logs;

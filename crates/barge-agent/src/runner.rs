@@ -211,7 +211,7 @@ impl Runner {
             (Kind::Process { docker: None }, Some(RunnerKind::Docker)) => Some(Err(())),
         };
         match docker {
-            None => process::run(spec, reports, stop, live, ledger, &self.limits).await,
+            None => process::run(spec, reports, stop, live, ledger, self.limits.clone()).await,
             Some(Ok(docker)) => docker.run(spec, reports, stop, live).await,
             Some(Err(())) => {
                 // Nothing started: the attempt fails at once, saying why and what to do.

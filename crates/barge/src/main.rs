@@ -306,6 +306,18 @@ fn host_memory_mib() -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    // A job being started by an agent of this binary (see barge_agent::launcher): before
+    // anything else, so that nothing of Barge runs in the job's process.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == barge_agent::launcher::LAUNCHER_ARG)
+    {
+        barge_agent::launcher::exec_limited(&argv[2..]);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        barge_agent::launcher::set_launcher(exe);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")

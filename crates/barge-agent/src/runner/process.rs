@@ -25,6 +25,74 @@ use crate::{epoch_ms, logs};
 const NO_COMMAND_REASON: &str = "CannotStartContainerError: the job has no command, and the \
                                  process runner has no image default command to run";
 
+/// Starts the job's process in its own group, in its cgroup (or under rlimits) when the host
+/// allows; a start that fails in the cgroup is tried once more without it. Blocking: forks.
+fn spawn_limited(
+    program: &str,
+    args: &[String],
+    environment: &[(String, String)],
+    limits: &Limits,
+    attempt_id: &str,
+    vcpus_milli: u32,
+    memory_mib: u64,
+) -> (io::Result<Child>, Option<AttemptCgroup>) {
+    // The job's program, or the launcher that starts it (see `crate::launcher`).
+    let command_of = |exe: &std::ffi::OsStr, before: Vec<std::ffi::OsString>| {
+        let mut command = Command::new(exe);
+        command
+            .args(before)
+            .args(args)
+            .envs(environment.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A group of its own, whose id is the child's pid: a stop signals the whole tree.
+            .process_group(0)
+            // Only matters if this task is dropped mid-run (the runtime shutting down): tokio
+            // then kills the leader and reaps it in the background.
+            .kill_on_drop(true);
+        command
+    };
+    let command = || command_of(program.as_ref(), Vec::new());
+    let placement = limits.prepare(attempt_id, vcpus_milli, memory_mib);
+    if let (Some(launcher), false) = (crate::launcher::launcher(), placement.is_empty()) {
+        let cgroup = placement.cgroup.clone();
+        let path = environment
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| std::ffi::OsStr::new(value));
+        if !crate::launcher::resolves(program, path) {
+            return (Err(io::Error::from_raw_os_error(libc::ENOENT)), cgroup);
+        }
+        let mut before =
+            crate::launcher::launcher_args(&placement.procs_paths, placement.data_limit_bytes);
+        before.push(program.into());
+        return (command_of(launcher.as_os_str(), before).spawn(), cgroup);
+    }
+    let mut limited = command();
+    if !placement.is_empty() {
+        // SAFETY: the hook only makes async-signal-safe calls (see `Placement::enter_fn`).
+        unsafe { limited.pre_exec(placement.enter_fn()) };
+    }
+    let mut cgroup = placement.cgroup.clone();
+    let spawned = match limited.spawn() {
+        Err(err) if cgroup.is_some() => {
+            // The hook failed before exec, or the program cannot be started at all: nothing of
+            // the job ran either way, so it is started once more without the cgroup, and a
+            // missing program fails the same way again.
+            tracing::warn!(%err, "the job did not start in its cgroup (its program may be missing, or the cgroup refused it); trying once more without the cgroup");
+            if let Some(failed) = cgroup.take() {
+                failed.remove();
+            }
+            command().spawn()
+        }
+        spawned => spawned,
+    };
+    // The child is in its cgroup or gone: the descriptors it wrote to are no longer needed.
+    drop(placement);
+    (spawned, cgroup)
+}
+
 /// How an attempt ended, as reported in `Exited`.
 struct Exit {
     at_ms: i64,
@@ -42,7 +110,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<Option<u64>>,
     live: mpsc::Sender<()>,
     ledger: Arc<Ledger>,
-    limits: &Limits,
+    limits: Arc<Limits>,
 ) {
     let exited = |exit: Exit| AgentReport::Exited {
         job_id: spec.job_id.clone(),
@@ -67,43 +135,35 @@ pub(crate) async fn run(
             .await;
         return;
     };
-    let command = || {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(spec.environment.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // A group of its own, whose id is the child's pid: a stop signals the whole tree.
-            .process_group(0)
-            // Only matters if this task is dropped mid-run (the runtime shutting down): tokio
-            // then kills the leader and reaps it in the background.
-            .kill_on_drop(true);
-        command
+    // Forking is done on the blocking pool. With the cgroup (or rlimit) hook between fork and
+    // exec, the child is a real fork, not posix_spawn: the kernel copies the page tables of
+    // this whole process, which in `barge up` is the server with every job in memory. On an
+    // async worker that stalled the API for every job started (issue 2's end-to-end rate fell
+    // to a fifth); here it only costs the fork.
+    let (spawned, cgroup) = {
+        let (program, args) = (program.clone(), args.to_vec());
+        let environment = spec.environment.clone();
+        let (attempt_id, vcpus_milli, memory_mib) =
+            (spec.attempt_id.clone(), spec.vcpus_milli, spec.memory_mib);
+        tokio::task::spawn_blocking(move || {
+            spawn_limited(
+                &program,
+                &args,
+                &environment,
+                &limits,
+                &attempt_id,
+                vcpus_milli,
+                memory_mib,
+            )
+        })
+        .await
+        .unwrap_or_else(|_| {
+            (
+                Err(io::Error::other("the task starting the job failed")),
+                None,
+            )
+        })
     };
-    let placement = limits.prepare(&spec.attempt_id, spec.vcpus_milli, spec.memory_mib);
-    let mut limited = command();
-    if !placement.is_empty() {
-        // SAFETY: the hook only makes async-signal-safe calls (see `Placement::enter_fn`).
-        unsafe { limited.pre_exec(placement.enter_fn()) };
-    }
-    let mut cgroup = placement.cgroup.clone();
-    let spawned = match limited.spawn() {
-        Err(err) if cgroup.is_some() => {
-            // The hook failed before exec, or the program cannot be started at all: nothing of
-            // the job ran either way, so it is started once more without the cgroup, and a
-            // missing program fails the same way again.
-            tracing::warn!(%err, "the job did not start in its cgroup (its program may be missing, or the cgroup refused it); trying once more without the cgroup");
-            if let Some(failed) = cgroup.take() {
-                failed.remove();
-            }
-            command().spawn()
-        }
-        spawned => spawned,
-    };
-    // The child is in its cgroup or gone: the descriptors it wrote to are no longer needed.
-    drop(placement);
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
