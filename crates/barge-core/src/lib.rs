@@ -22,6 +22,7 @@ pub mod resources;
 pub mod scaling;
 pub mod scheduler;
 pub mod state;
+pub mod stored;
 
 pub use apply::apply;
 pub use command::{Changes, Command, CoreError, Effect, Key, Plan, Reply};

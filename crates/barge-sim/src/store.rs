@@ -1,26 +1,14 @@
 //! The simulated durable store: what barge-store would hold after each commit, as JSON bytes.
 //! It is written exactly as barge-store's `commit` writes (each key in `Changes.dirty`: the
-//! entity found in the state, or a delete when it is absent) and read back exactly as its
-//! `load` reads (deserialize each kind, insert, `rebuild_indexes`), so a restart in the
-//! simulator sees only what a real restart would.
+//! entity found in the state, or a delete when it is absent, through the same
+//! `barge_core::stored` code) and read back exactly as its `load` reads (`stored::put_entity`,
+//! then `rebuild_indexes`), so a restart in the simulator sees only what a real restart would.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use barge_core::arn::Identity;
 use barge_core::command::{Changes, Key};
-use barge_core::fairshare::ShareUsage;
-use barge_core::model::*;
-use barge_core::State;
-
-const KIND_CE: &str = "compute_environment";
-const KIND_QUEUE: &str = "job_queue";
-const KIND_DEFINITION: &str = "job_definition";
-const KIND_JOB: &str = "job";
-const KIND_LOG_STREAM: &str = "log_stream";
-const KIND_POLICY: &str = "scheduling_policy";
-const KIND_SHARE_USAGE: &str = "share_usage";
-const KIND_AGENT: &str = "agent";
+use barge_core::{stored, State};
 
 #[derive(Clone, Debug, Default)]
 pub struct SimStore {
@@ -29,53 +17,11 @@ pub struct SimStore {
     log_events: BTreeMap<u64, u64>,
 }
 
-/// The bytes barge-store writes for an entity. (A macro, not a generic function, so that this
-/// crate needs no direct serde dependency to name the bound.)
-macro_rules! json {
-    ($v:expr) => {
-        serde_json::to_vec($v).expect("core types always serialize")
-    };
-}
-
-/// The store row a key names, and the entity's JSON as `state` has it (None: absent).
+/// The store row a key names, and the entity's JSON as `state` has it (None: absent), exactly
+/// as barge-store writes it.
 fn row(state: &State, key: &Key) -> ((&'static str, String), Option<Vec<u8>>) {
-    match key {
-        Key::ComputeEnvironment(n) => (
-            (KIND_CE, n.clone()),
-            state.compute_environments.get(n).map(|v| json!(&**v)),
-        ),
-        Key::JobQueue(n) => (
-            (KIND_QUEUE, n.clone()),
-            state.job_queues.get(n).map(|v| json!(&**v)),
-        ),
-        Key::JobDefinition(n, r) => (
-            (KIND_DEFINITION, format!("{n}:{r}")),
-            state
-                .job_definitions
-                .get(&(n.clone(), *r))
-                .map(|v| json!(&**v)),
-        ),
-        Key::Job(id) => (
-            (KIND_JOB, id.clone()),
-            state.jobs.get(id).map(|v| json!(&**v)),
-        ),
-        Key::LogStream(n) => (
-            (KIND_LOG_STREAM, n.clone()),
-            state.log_streams.get(n).map(|v| json!(&**v)),
-        ),
-        Key::SchedulingPolicy(n) => (
-            (KIND_POLICY, n.clone()),
-            state.scheduling_policies.get(n).map(|v| json!(&**v)),
-        ),
-        Key::ShareUsage(n) => (
-            (KIND_SHARE_USAGE, n.clone()),
-            state.share_usage.get(n).map(|v| json!(&**v)),
-        ),
-        Key::Agent(id) => (
-            (KIND_AGENT, id.clone()),
-            state.agents.get(id).map(|v| json!(&**v)),
-        ),
-    }
+    let (kind, id, body) = stored::entity_row(state, key);
+    ((kind, id), body)
 }
 
 /// Every key the state holds an entity for.
@@ -142,48 +88,8 @@ impl SimStore {
     pub fn load(&self, identity: Identity) -> Result<State, String> {
         let mut state = State::new(identity);
         for ((kind, key), body) in &self.entities {
-            let corrupt = |e: serde_json::Error| format!("stored {kind} {key} cannot be read: {e}");
-            match *kind {
-                KIND_CE => {
-                    let v: ComputeEnvironment = serde_json::from_slice(body).map_err(corrupt)?;
-                    state
-                        .compute_environments
-                        .insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_QUEUE => {
-                    let v: JobQueue = serde_json::from_slice(body).map_err(corrupt)?;
-                    state.job_queues.insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_DEFINITION => {
-                    let v: JobDefinition = serde_json::from_slice(body).map_err(corrupt)?;
-                    state
-                        .job_definitions
-                        .insert((v.name.clone(), v.revision), Arc::new(v));
-                }
-                KIND_JOB => {
-                    let v: Job = serde_json::from_slice(body).map_err(corrupt)?;
-                    state.jobs.insert(v.id.clone(), Arc::new(v));
-                }
-                KIND_LOG_STREAM => {
-                    let v: LogStream = serde_json::from_slice(body).map_err(corrupt)?;
-                    state.log_streams.insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_POLICY => {
-                    let v: SchedulingPolicy = serde_json::from_slice(body).map_err(corrupt)?;
-                    state
-                        .scheduling_policies
-                        .insert(v.name.clone(), Arc::new(v));
-                }
-                KIND_SHARE_USAGE => {
-                    let v: ShareUsage = serde_json::from_slice(body).map_err(corrupt)?;
-                    state.share_usage.insert(v.queue.clone(), Arc::new(v));
-                }
-                KIND_AGENT => {
-                    let v: Agent = serde_json::from_slice(body).map_err(corrupt)?;
-                    state.agents.insert(v.id.clone(), Arc::new(v));
-                }
-                _ => unreachable!("the simulated store writes only known kinds"),
-            }
+            stored::put_entity(&mut state, kind, body)
+                .map_err(|e| format!("stored {kind} {key} cannot be read: {e}"))?;
         }
         state.rebuild_indexes();
         Ok(state)
