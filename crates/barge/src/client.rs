@@ -1,6 +1,6 @@
-//! The smallest HTTP client that the people-facing commands need: one GET to a Barge endpoint
-//! over HTTP/1.1 or HTTPS, signed with SigV4 when credentials are at hand, the way the aws
-//! CLI finds them.
+//! The smallest HTTP client that the people-facing commands need: one request with a JSON
+//! body to a Barge endpoint over HTTP/1.1 or HTTPS, signed with SigV4 when credentials are at
+//! hand, the way the aws CLI finds them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,42 +27,52 @@ pub struct Credentials {
     pub region: String,
 }
 
-/// The credentials the aws CLI would use, as far as Barge's commands follow it: the
-/// environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), else the profile AWS_PROFILE
-/// (or `default`) of the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
+/// The credentials the aws CLI would use, as far as Barge's commands follow it: `profile`
+/// (the `--profile` flag) of the shared credentials file when given; else the environment
+/// (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), else the profile AWS_PROFILE (or
+/// `default`) of the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
 /// ~/.aws/credentials). The region is AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.
 /// None when there are none: the request goes unsigned, as a loopback Barge takes it.
-pub fn credentials_from_environment() -> anyhow::Result<Option<Credentials>> {
+pub fn credentials_from_environment(profile: Option<&str>) -> anyhow::Result<Option<Credentials>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let region = var("AWS_REGION")
         .or_else(|| var("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| REGION_DEFAULT.to_string());
-    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        (Some(access_key_id), Some(secret_access_key)) => {
-            return Ok(Some(Credentials {
-                access_key_id,
-                secret_access_key,
-                region,
-            }))
+    // As in the aws CLI, an explicit --profile wins over keys in the environment.
+    if profile.is_none() {
+        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => {
+                return Ok(Some(Credentials {
+                    access_key_id,
+                    secret_access_key,
+                    region,
+                }))
+            }
+            (Some(_), None) => {
+                bail!("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both")
+            }
+            (None, Some(_)) => {
+                bail!("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both")
+            }
+            (None, None) => {}
         }
-        (Some(_), None) => {
-            bail!("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both")
-        }
-        (None, Some(_)) => {
-            bail!("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both")
-        }
-        (None, None) => {}
     }
-    let Some(file) = var("AWS_SHARED_CREDENTIALS_FILE")
+    let (chosen, source) = match profile {
+        Some(p) => (Some(p.to_string()), "--profile"),
+        None => (
+            var("AWS_PROFILE").or_else(|| var("AWS_DEFAULT_PROFILE")),
+            "AWS_PROFILE",
+        ),
+    };
+    let file = var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
-        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".aws/credentials")))
-    else {
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".aws/credentials")));
+    let Some(file) = file.filter(|f| f.exists()) else {
+        if let Some(name) = profile {
+            bail!("--profile {name}: there is no shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials)");
+        }
         return Ok(None);
     };
-    if !file.exists() {
-        return Ok(None);
-    }
-    let chosen = var("AWS_PROFILE").or_else(|| var("AWS_DEFAULT_PROFILE"));
     let text = String::from_utf8(read_bounded(&file)?)
         .with_context(|| format!("{} is not UTF-8 text", file.display()))?;
     let profiles = sigv4::credentials::parse(&text)
@@ -75,58 +85,116 @@ pub fn credentials_from_environment() -> anyhow::Result<Option<Credentials>> {
             region,
         })),
         None if chosen.is_some() => bail!(
-            "AWS_PROFILE is {name}, but {} has no profile [{name}] with an access key",
+            "{source} is {name}, but {} has no profile [{name}] with an access key",
             file.display()
         ),
         None => Ok(None),
     }
 }
 
-/// GETs `path` from `endpoint` (`http://host:port` or `https://host:port`); returns the status
-/// and the body. HTTPS trusts `ca_bundle` when given, else the system's CAs.
-pub fn get(
+/// Why a request got no answer from Barge: the exit codes differ, since a script may retry
+/// when Barge could not be reached but not when it refused.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection (refused, no route, bad host): Barge is not there.
+    Unreachable(String),
+    /// Anything else: a bad endpoint, a TLS failure, an answer that is not HTTP.
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Unreachable(m) => f.write_str(m),
+            SendError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for SendError {
+    fn from(e: anyhow::Error) -> Self {
+        SendError::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for SendError {
+    fn from(e: std::io::Error) -> Self {
+        SendError::Failed(e.into())
+    }
+}
+
+/// One request: `method` `path` (with its query, already encoded) with `headers` besides
+/// Host, Content-Length and the signature, and `body`.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    /// The SigV4 service the signature is scoped to: `batch` (Barge's own API verifies as
+    /// Batch's) or `logs`.
+    pub service: &'a str,
+}
+
+/// Sends `request` to `endpoint` (`http://host:port` or `https://host:port`); returns the
+/// status and the body. HTTPS trusts `ca_bundle` when given, else the system's CAs.
+pub fn send(
     endpoint: &str,
-    path: &str,
+    request: &Request<'_>,
     credentials: Option<&Credentials>,
     ca_bundle: Option<&Path>,
-) -> anyhow::Result<(u16, String)> {
+) -> Result<(u16, String), SendError> {
     let (tls, rest) = if let Some(rest) = endpoint.strip_prefix("http://") {
         (false, rest)
     } else if let Some(rest) = endpoint.strip_prefix("https://") {
         (true, rest)
     } else {
-        bail!("endpoint {endpoint} is not an http:// or https:// URL; pass --endpoint http://HOST:PORT");
+        return Err(SendError::Failed(anyhow::anyhow!(
+            "endpoint {endpoint} is not an http:// or https:// URL; pass --endpoint http://HOST:PORT"
+        )));
     };
     let authority = rest.trim_end_matches('/');
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    for (name, value) in request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(c) = credentials {
-        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
-        let headers = [("host", authority.as_bytes())];
-        let request = sigv4::Request {
-            method: "GET",
+        let (path_only, query) = request.path.split_once('?').unwrap_or((request.path, ""));
+        let mut headers: Vec<(&str, &[u8])> = vec![("host", authority.as_bytes())];
+        headers.extend(request.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+        let signed = sigv4::Request {
+            method: request.method,
             path: path_only,
             query,
             headers: &headers,
-            body: b"",
+            body: request.body,
         };
         let key = sigv4::SigningKey {
             access_key_id: &c.access_key_id,
             secret_access_key: &c.secret_access_key,
             region: &c.region,
-            // Barge's own API verifies as Batch's.
-            service: "batch",
+            service: request.service,
         };
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for (name, value) in sigv4::sign(&request, &key, now_ms) {
+        for (name, value) in sigv4::sign(&signed, &key, now_ms) {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
     }
     head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(request.body);
 
-    let tcp = TcpStream::connect(authority)
-        .with_context(|| format!("cannot reach Barge at {endpoint}; is `barge up` running?"))?;
+    let tcp = TcpStream::connect(authority).map_err(|e| {
+        SendError::Unreachable(format!(
+            "cannot reach Barge at {endpoint} ({e}); is `barge up` running? (--endpoint or BARGE_ENDPOINT says where)"
+        ))
+    })?;
     let timeout = Some(Duration::from_millis(REQUEST_TIMEOUT_MS));
     tcp.set_read_timeout(timeout)?;
     tcp.set_write_timeout(timeout)?;
@@ -138,12 +206,12 @@ pub fn get(
         let connection =
             rustls::ClientConnection::new(config, name).context("starting the TLS connection")?;
         let mut stream = rustls::StreamOwned::new(connection, tcp);
-        exchange(&mut stream, head.as_bytes()).with_context(|| {
+        exchange(&mut stream, &bytes).with_context(|| {
             format!("talking HTTPS to {endpoint} (if its certificate is self-signed, pass --ca-bundle with it)")
         })?
     } else {
         let mut stream = tcp;
-        exchange(&mut stream, head.as_bytes())?
+        exchange(&mut stream, &bytes)?
     };
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
@@ -158,7 +226,9 @@ pub fn get(
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        bail!("Barge answered with a chunked body, which this client does not read");
+        return Err(SendError::Failed(anyhow::anyhow!(
+            "Barge answered with a chunked body, which this client does not read"
+        )));
     }
     Ok((status, body.to_string()))
 }
@@ -176,7 +246,6 @@ fn exchange(stream: &mut (impl Read + Write), request: &[u8]) -> anyhow::Result<
     }
     Ok(raw)
 }
-
 /// `host` of `host:port`, `[v6]:port`, `host`.
 fn host_of(authority: &str) -> &str {
     if let Some(v6) = authority.strip_prefix('[') {

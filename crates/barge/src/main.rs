@@ -1,4 +1,5 @@
-//! The `barge` binary: parses the command line and hands over to the server crate.
+//! The `barge` binary: parses the command line and hands over to the server crate (`up`,
+//! `server`, `agent`) or to the commands for people (`cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use anyhow::Context;
 use barge_core::arn::Identity;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod cli;
 mod client;
 
 #[derive(Parser)]
@@ -24,102 +26,8 @@ enum Commands {
     Server(ServerCmdArgs),
     /// Run jobs on this host for a Barge server, as one instance of a compute environment.
     Agent(AgentArgs),
-    /// Say why a job is where it is, and what would move it on.
-    Why(WhyArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(clap::Args)]
-struct WhyArgs {
-    /// The job's id.
-    job_id: String,
-    /// Where Barge listens.
-    #[arg(long, env = "BARGE_ENDPOINT", default_value = "http://127.0.0.1:8433")]
-    endpoint: String,
-    #[arg(long, value_enum, default_value = "table")]
-    output: Output,
-    /// Certificates to trust for an https endpoint (PEM), like the aws CLI's --ca-bundle;
-    /// default: the system's CAs.
-    #[arg(long, env = "AWS_CA_BUNDLE")]
-    ca_bundle: Option<PathBuf>,
-}
-
-/// `barge why`: exit 0 with the diagnosis, 1 when the job is unknown or Barge cannot answer.
-fn why(args: WhyArgs) -> anyhow::Result<std::process::ExitCode> {
-    let path = format!(
-        "/barge/v1/jobs/{}/why",
-        percent_encode_segment(&args.job_id)
-    );
-    // Signed when credentials are at hand, as the aws CLI finds them (AWS_ACCESS_KEY_ID…).
-    let credentials = client::credentials_from_environment()?;
-    let (status, body) = client::get(
-        &args.endpoint,
-        &path,
-        credentials.as_ref(),
-        args.ca_bundle.as_deref(),
-    )?;
-    let value: serde_json::Value = serde_json::from_str(&body)
-        .with_context(|| format!("Barge answered {status} with a body that is not JSON: {body}"))?;
-    if status != 200 {
-        let message = value["message"].as_str().unwrap_or(&body);
-        eprintln!("barge why: {message}");
-        if status == 403 && credentials.is_none() {
-            eprintln!("barge why: this Barge requires signed requests: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to one of its access keys");
-        }
-        return Ok(std::process::ExitCode::from(1));
-    }
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-        Output::Table => {
-            let text = |k: &str| value[k].as_str().unwrap_or("").to_string();
-            println!(
-                "job {} ({}) in job queue {}: {}",
-                text("jobId"),
-                text("jobName"),
-                text("jobQueue"),
-                text("status")
-            );
-            if let Some(reason) = value["statusReason"].as_str() {
-                println!("why: {reason}");
-            }
-            if let Some(n) = value["jobsAhead"].as_u64() {
-                println!(
-                    "ahead of it: {n} RUNNABLE job{}",
-                    if n == 1 { "" } else { "s" }
-                );
-            }
-            let steps: Vec<&str> = value["unblock"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str())
-                .collect();
-            if !steps.is_empty() {
-                println!("to move it on:");
-                for step in steps {
-                    println!("  - {step}");
-                }
-            }
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Percent-encodes everything but unreserved characters, so any job id is one path segment.
-fn percent_encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    #[command(flatten)]
+    People(cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -370,7 +278,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             serve(config)
         }
         Commands::Agent(args) => agent(args),
-        Commands::Why(args) => why(args),
+        Commands::People(command) => Ok(cli::run(command)),
     }
 }
 
