@@ -42,15 +42,10 @@ pub fn run(args: DescribeArgs) -> Outcome {
     if missing.is_empty() {
         Ok(exit::OK)
     } else {
-        Err(fail(format!(
-            "no such job: {} (DescribeJobs knows no job by {})",
-            missing.join(", "),
-            if missing.len() == 1 {
-                "that id"
-            } else {
-                "those ids"
-            }
-        )))
+        Err(fail(match missing.as_slice() {
+            [one] => format!("job {one} does not exist"),
+            many => format!("jobs {} do not exist", many.join(", ")),
+        }))
     }
 }
 
