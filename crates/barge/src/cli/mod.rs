@@ -45,7 +45,7 @@ pub mod exit {
 #[derive(Subcommand)]
 pub enum Command {
     /// Submit a job (flags as `aws batch submit-job`'s); prints its id.
-    Submit(submit::SubmitArgs),
+    Submit(Box<submit::SubmitArgs>),
     /// List jobs, newest first: every queue and every status unless told otherwise.
     Jobs(jobs::JobsArgs),
     /// Describe jobs: status, attempts, exit codes, reasons, array progress, dependencies.
@@ -66,7 +66,7 @@ pub enum Command {
 /// an exit code.
 pub fn run(command: Command) -> ExitCode {
     let (name, result) = match command {
-        Command::Submit(a) => ("submit", submit::run(a)),
+        Command::Submit(a) => ("submit", submit::run(*a)),
         Command::Jobs(a) => ("jobs", jobs::run(a)),
         Command::Describe(a) => ("describe", describe::run(a)),
         Command::Logs(a) => ("logs", logs::run(a)),

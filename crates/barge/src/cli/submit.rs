@@ -35,7 +35,7 @@ pub struct SubmitArgs {
     /// Memory for the container in MiB (a MEMORY resourceRequirement).
     #[arg(long, value_name = "MIB")]
     memory: Option<u64>,
-    /// Makes it an array job of N children (2 to 10,000).
+    /// Makes it an array job of N children (2 up to the server's --array-size-max).
     #[arg(long, value_name = "N", conflicts_with = "array_properties")]
     array_size: Option<u64>,
     /// arrayProperties as JSON ({"size": N}).
