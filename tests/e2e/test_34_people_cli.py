@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 
 import boto3
@@ -39,7 +40,7 @@ GOLDEN = pathlib.Path(__file__).resolve().parent / "golden" / "people_cli"
 UPDATE = os.environ.get("BARGE_GOLDEN_UPDATE") == "1"
 
 # The exit codes docs/cli.md promises.
-OK, REFUSED, USAGE, UNREACHABLE, JOB_FAILED = 0, 1, 2, 3, 4
+OK, REFUSED, USAGE, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -267,6 +268,32 @@ def test_errors_and_their_exit_codes(srv, setup):
         out = barge(nobody, *command)
         assert out.returncode == UNREACHABLE, (command, out.stderr)
         assert f"cannot reach Barge at {nobody}" in out.stderr
+
+
+def test_ctrl_c_ends_following_cleanly(srv, setup):
+    def started(*args: str) -> subprocess.Popen:
+        argv = [barge_bin(), args[0], "--endpoint", srv.endpoint, *args[1:]]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env_without_aws())
+
+    # A queue's watch ends only with Ctrl-C, and that is a normal end.
+    watch = started("watch", "golden-q")
+    first = watch.stdout.readline()
+    assert first.startswith("SUBMITTED "), first
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=30) == OK, watch.stderr.read()
+
+    # `submit --wait`: Ctrl-C stops the waiting, not the job.
+    waiting = started("submit", "--job-name", "long", "--job-queue", "golden-q", "--job-definition",
+                      "golden-echo", "--wait", "--", "sleep", "300")
+    job_id = waiting.stdout.readline().strip()
+    wait_for(setup, job_id, ("RUNNING",))
+    waiting.send_signal(signal.SIGINT)
+    assert waiting.wait(timeout=30) == INTERRUPTED
+    assert f"barge terminate {job_id}" in waiting.stderr.read()
+    assert setup.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "RUNNING"
+    ok(srv, "terminate", job_id)
+    wait_for(setup, job_id, ("FAILED",))
 
 
 AKID, SECRET = "AKIABARGEPEOPLECLI", "people/cli+secret"
