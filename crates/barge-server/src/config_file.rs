@@ -486,7 +486,10 @@ fn webhooks(
     path: &Path,
 ) -> Result<Vec<crate::events::webhooks::WebhookConfig>, (String, String)> {
     if shapes.len() > WEBHOOKS_MAX {
-        return Err(("webhooks".into(), format!("at most {WEBHOOKS_MAX} webhooks")));
+        return Err((
+            "webhooks".into(),
+            format!("at most {WEBHOOKS_MAX} webhooks"),
+        ));
     }
     let mut out = Vec::new();
     for (i, w) in shapes.into_iter().enumerate() {
@@ -507,7 +510,12 @@ fn webhooks(
                         f.take(WEBHOOK_SECRET_FILE_BYTES_MAX + 1)
                             .read_to_string(&mut text)
                     })
-                    .map_err(|e| (key("secret_file"), format!("cannot read {}: {e}", file.display())))?;
+                    .map_err(|e| {
+                        (
+                            key("secret_file"),
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?;
                 if text.len() as u64 > WEBHOOK_SECRET_FILE_BYTES_MAX {
                     return Err((
                         key("secret_file"),
@@ -519,7 +527,8 @@ fn webhooks(
             _ => {
                 return Err((
                     key("secret"),
-                    "give exactly one of secret and secret_file: every delivery is signed with it".into(),
+                    "give exactly one of secret and secret_file: every delivery is signed with it"
+                        .into(),
                 ))
             }
         };
@@ -692,13 +701,17 @@ mod tests {
             parse("").unwrap().events_history,
             EVENTS_HISTORY_EVENTS_DEFAULT
         );
-        let m = parse("[events]\nhistory_events = 1").unwrap_err().to_string();
+        let m = parse("[events]\nhistory_events = 1")
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("events.history_events"), "{m}");
         let m = parse("[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"s\"")
             .unwrap_err()
             .to_string();
         assert!(m.contains("webhooks[0].url"), "{m}");
-        let m = parse("[[webhooks]]\nurl = \"http://x\"").unwrap_err().to_string();
+        let m = parse("[[webhooks]]\nurl = \"http://x\"")
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("webhooks[0].secret"), "{m}");
         let m = parse("[[webhooks]]\nurl = \"http://x\"\nsecret_file = \"/nonexistent/s\"")
             .unwrap_err()

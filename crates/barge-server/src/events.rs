@@ -281,13 +281,19 @@ mod tests {
         publish(&bus, 0, 4);
         let (read, next) = bus.read_after(2, 100, |_| true);
         assert_eq!(read.missed, None);
-        assert_eq!(read.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            read.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4]
+        );
         assert_eq!(next, 4);
         // Eight more: the history holds 10, so 1 and 2 are gone.
         publish(&bus, 0, 8);
         let (read, next) = bus.read_after(0, 3, |_| true);
         assert_eq!(read.missed, Some((1, 2)));
-        assert_eq!(read.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            read.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
         assert_eq!(next, 5);
         // Changes dropped before rendering leave a gap in the numbers.
         publish(&bus, 5, 1);

@@ -133,11 +133,8 @@ pub fn run_writer(
             let result = apply_guarded(&mut state, &before, req.command, now, &mut changes);
             // Only the jobs this command dirtied are compared (a refused command dirtied none).
             if result.is_ok() && changes.dirty.len() > mark {
-                let transitions = barge_core::events::transitions(
-                    &before,
-                    &state,
-                    &changes.dirty[mark..],
-                );
+                let transitions =
+                    barge_core::events::transitions(&before, &state, &changes.dirty[mark..]);
                 if !transitions.is_empty() {
                     moved.push((state.clone(), transitions));
                 }

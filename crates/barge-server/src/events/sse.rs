@@ -114,12 +114,10 @@ pub fn stream(bus: &Arc<EventBus>, headers: &HeaderMap, uri: &Uri) -> Result<Res
     let (cursor, notice) = match after.filter(|a| !a.trim().is_empty()) {
         None => (latest, None),
         Some(id) => match parse_id(&id) {
-            None => {
-                return Err(ApiError::client(format!(
-                    "{field} must be an event id as the stream sent it (BOOT-SEQ, like {}), not {id:?}",
-                    bus.id(1)
-                )))
-            }
+            None => return Err(ApiError::client(format!(
+                "{field} must be an event id as the stream sent it (BOOT-SEQ, like {}), not {id:?}",
+                bus.id(1)
+            ))),
             Some((boot, seq)) if boot == bus.boot => {
                 if seq > latest {
                     return Err(ApiError::client(format!(
@@ -164,7 +162,10 @@ pub fn stream(bus: &Arc<EventBus>, headers: &HeaderMap, uri: &Uri) -> Result<Res
     let body = Body::from_stream(futures_util::stream::unfold(consumer, next_chunk));
     let mut response = Response::new(body);
     let h = response.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
     // Nginx and its kind would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -188,7 +189,10 @@ fn missed(bus: &EventBus, first: u64, last: u64) -> String {
         "missedEvents": last - first + 1,
         "message": format!("events {} to {} are no longer held (the server keeps its latest events in a bounded history) or were dropped under load; re-read the jobs you follow (DescribeJobs) to catch up", bus.id(first), bus.id(last)),
     });
-    format!("id: {}\nevent: {MISSED_NAME}\ndata: {data}\n\n", bus.id(last))
+    format!(
+        "id: {}\nevent: {MISSED_NAME}\ndata: {data}\n\n",
+        bus.id(last)
+    )
 }
 
 fn render(bus: &EventBus, read: &Read) -> String {

@@ -138,7 +138,12 @@ impl Queue {
         let mut queue = self.events.lock().expect("webhook queue");
         let mut dropped = 0;
         for e in events {
-            if self.config.job_queue.as_ref().is_some_and(|q| *q != e.queue) {
+            if self
+                .config
+                .job_queue
+                .as_ref()
+                .is_some_and(|q| *q != e.queue)
+            {
                 continue;
             }
             if queue.len() == WEBHOOK_QUEUE_EVENTS_MAX {
@@ -290,7 +295,12 @@ mod tests {
     fn urls_name_scheme_host_port_and_path() {
         let t = parse_url("http://127.0.0.1:9000/hook?x=1").unwrap();
         assert_eq!(
-            (t.tls, t.authority.as_str(), t.host.as_str(), t.path.as_str()),
+            (
+                t.tls,
+                t.authority.as_str(),
+                t.host.as_str(),
+                t.path.as_str()
+            ),
             (false, "127.0.0.1:9000", "127.0.0.1", "/hook?x=1")
         );
         let t = parse_url("https://hooks.example.com").unwrap();
@@ -299,7 +309,10 @@ mod tests {
             (true, "hooks.example.com:443", "/")
         );
         let t = parse_url("http://[::1]:8080/h").unwrap();
-        assert_eq!((t.host.as_str(), t.authority.as_str()), ("::1", "[::1]:8080"));
+        assert_eq!(
+            (t.host.as_str(), t.authority.as_str()),
+            ("::1", "[::1]:8080")
+        );
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://").is_err());
         assert!(parse_url("http://u:p@host/").is_err());
