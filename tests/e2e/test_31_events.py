@@ -273,16 +273,26 @@ def test_resuming_from_an_id_no_longer_held_or_of_an_earlier_start_says_events_w
     batch = batch_client(srv)
     url = f"{srv.endpoint}/barge/v1/events"
     ok = register_jobdef(batch, ["true"])["jobDefinitionArn"]
+    live = Stream(url)
     ids = [submit(batch, "default", ok)["jobId"] for _ in range(8)]
     wait_all(batch, ids, TERMINAL)
+    done: set[str] = set()
+    while len(done) < len(ids):
+        e = live.next_event()
+        assert e is not None and e[1] == "job-state-change", e
+        detail = json.loads(e[2])["detail"]
+        if detail["status"] in TERMINAL:
+            done.add(detail["jobId"])
+    live.close()
+    boot = e[0].split("-")[0]
+    assert live.comments[0] == f": job state change events of barge boot {boot}"
+    assert seq(e[0]) > 10  # more than the history holds
 
-    # An id of another start (boot 0): told so, then this start's events. The greeting comment
-    # names this start's boot.
+    # An id of another start (boot 0): told so, then this start's events.
     s = Stream(url, params={"after": "0-0"})
     e = s.next_event()
     assert e is not None and e[1] == "missed", e
     assert json.loads(e[2])["reason"] == "restarted"
-    boot = s.comments[0].rsplit(" ", 1)[1]
     s.close()
 
     s = Stream(url, headers={"Last-Event-ID": f"{boot}-1"})

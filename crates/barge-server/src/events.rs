@@ -11,6 +11,7 @@
 //! `missed` event rather than silently skipped.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -37,9 +38,17 @@ pub struct Moved {
 pub struct Sink {
     tx: SyncSender<Moved>,
     dropped: u64,
+    wanted: Arc<AtomicBool>,
 }
 
 impl Sink {
+    /// Whether anyone can receive events: a webhook is configured, or an event stream has been
+    /// opened since this start. Until then nobody can hold an id of this start to resume from,
+    /// so the writer skips finding its changes and nothing is rendered.
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
     /// Called once the batch is durable.
     pub fn send(&mut self, now_ms: i64, commands: Vec<(State, Vec<Transition>)>) {
         if commands.is_empty() {
@@ -99,6 +108,8 @@ pub struct EventBus {
     webhooks: Vec<Arc<webhooks::Queue>>,
     /// Event streams open now (bounded by `EVENTS_STREAMS_MAX`).
     streams: std::sync::atomic::AtomicUsize,
+    /// See `Sink::wanted`; set for good by the first stream.
+    wanted: Arc<AtomicBool>,
 }
 
 impl EventBus {
@@ -109,6 +120,7 @@ impl EventBus {
         webhooks: Vec<Arc<webhooks::Queue>>,
     ) -> (Arc<EventBus>, Sink, Receiver<Moved>) {
         let (tx, rx) = sync_channel(EVENTS_PENDING_BATCHES_MAX);
+        let wanted = Arc::new(AtomicBool::new(!webhooks.is_empty()));
         let bus = Arc::new(EventBus {
             boot,
             history_max,
@@ -119,12 +131,23 @@ impl EventBus {
             latest: watch::channel(0).0,
             webhooks,
             streams: Default::default(),
+            wanted: wanted.clone(),
         });
-        (bus, Sink { tx, dropped: 0 }, rx)
+        let sink = Sink {
+            tx,
+            dropped: 0,
+            wanted,
+        };
+        (bus, sink, rx)
     }
 
     pub fn id(&self, seq: u64) -> String {
         format!("{}-{seq}", self.boot)
+    }
+
+    /// From now on, every change is an event (the first stream opens).
+    pub fn want(&self) {
+        self.wanted.store(true, Ordering::Relaxed);
     }
 
     pub fn latest(&self) -> u64 {

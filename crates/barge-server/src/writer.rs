@@ -132,7 +132,7 @@ pub fn run_writer(
             let (before, mark) = (state.clone(), changes.dirty.len());
             let result = apply_guarded(&mut state, &before, req.command, now, &mut changes);
             // Only the jobs this command dirtied are compared (a refused command dirtied none).
-            if result.is_ok() && changes.dirty.len() > mark {
+            if events.wanted() && result.is_ok() && changes.dirty.len() > mark {
                 let transitions =
                     barge_core::events::transitions(&before, &state, &changes.dirty[mark..]);
                 if !transitions.is_empty() {

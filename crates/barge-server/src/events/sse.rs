@@ -110,14 +110,17 @@ pub fn stream(bus: &Arc<EventBus>, headers: &HeaderMap, uri: &Uri) -> Result<Res
         ),
         None => ("the after parameter", query_param(uri, "after")),
     };
+    bus.want();
     let latest = bus.latest();
     let (cursor, notice) = match after.filter(|a| !a.trim().is_empty()) {
         None => (latest, None),
         Some(id) => match parse_id(&id) {
-            None => return Err(ApiError::client(format!(
+            None => {
+                return Err(ApiError::client(format!(
                 "{field} must be an event id as the stream sent it (BOOT-SEQ, like {}), not {id:?}",
                 bus.id(1)
-            ))),
+            )))
+            }
             Some((boot, seq)) if boot == bus.boot => {
                 if seq > latest {
                     return Err(ApiError::client(format!(
