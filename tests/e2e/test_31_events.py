@@ -9,9 +9,12 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from barge_helpers import (
@@ -318,3 +321,52 @@ def test_resuming_from_an_id_no_longer_held_or_of_an_earlier_start_says_events_w
     assert e is not None and e[1] == "missed" and json.loads(e[2])["reason"] == "restarted", e
     assert s.comments[0].rsplit(" ", 1)[1] != boot
     s.close()
+
+
+def test_a_follower_passes_the_leaders_stream_through(server_factory):
+    """With several servers on PostgreSQL, a follower forwards the stream as it comes (it is
+    never complete, so it cannot be collected first). Needs BARGE_TEST_DATABASE_URL, as
+    test_30 does (scripts/test.sh starts a throwaway PostgreSQL)."""
+
+    base = os.environ.get("BARGE_TEST_DATABASE_URL")
+    if not base:
+        pytest.fail("BARGE_TEST_DATABASE_URL is not set: run scripts/test.sh, which starts PostgreSQL, "
+                    "or eval \"$(scripts/test-postgres.sh start)\" first")
+    name = uniq("ev").replace("-", "_")
+    subprocess.run(["psql", base, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    servers = []
+    try:
+        args = ["--database-url", base.rsplit("/", 1)[0] + "/" + name, "--lease-ttl-seconds", "2"]
+        leader = server_factory(subcommand="server", extra_args=args)
+        servers.append(leader)
+        wait_until(lambda: "following" not in requests.get(leader.endpoint + "/health", timeout=2).text,
+                   timeout_s=20, what="the first server to lead")
+        follower = server_factory(subcommand="server", extra_args=args)
+        servers.append(follower)
+        assert "following" in requests.get(follower.endpoint + "/health", timeout=2).text
+        batch = batch_client(follower)
+        ce, queue = uniq("ce"), uniq("q")
+        batch.create_compute_environment(computeEnvironmentName=ce, type="UNMANAGED", state="ENABLED")
+        batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1,
+                               computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+        jd = register_jobdef(batch, ["true"])["jobDefinitionArn"]
+
+        s = Stream(f"{follower.endpoint}/barge/v1/events", params={"jobQueue": queue})
+        assert s.resp.headers["content-type"] == "text/event-stream"
+        job = submit(batch, queue, jd)["jobId"]
+        # No agent joins: the job waits RUNNABLE until it is cancelled.
+        wait_until(lambda: batch.describe_jobs(jobs=[job])["jobs"][0]["status"] == "RUNNABLE",
+                   what="the job to be RUNNABLE")
+        batch.cancel_job(jobId=job, reason="done")
+        statuses = []
+        while not statuses or statuses[-1] != "FAILED":
+            e = s.next_event()
+            assert e is not None and e[1] == "job-state-change", e
+            statuses.append(json.loads(e[2])["detail"]["status"])
+        s.close()
+        assert statuses == ["RUNNABLE", "FAILED"], statuses
+    finally:
+        for srv in servers:
+            srv.close()
+        subprocess.run(["psql", base, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                       capture_output=True)
