@@ -26,6 +26,8 @@ mod tags;
 pub mod wire;
 
 pub use error::ApiError;
+/// The job as DescribeJobs renders it: the `detail` of a job state change event.
+pub use jobs::render_job_detail;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

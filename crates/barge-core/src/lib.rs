@@ -13,6 +13,7 @@ pub mod arrays;
 pub mod command;
 pub mod container;
 pub mod dependencies;
+pub mod events;
 pub mod fairshare;
 pub mod limits;
 pub mod model;

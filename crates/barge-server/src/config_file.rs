@@ -28,6 +28,19 @@
 //! server_url = "http://10.0.0.1:8433"
 //! ```
 //!
+//! Job state change events (docs/events.md): the history kept for resuming streams, and the
+//! webhooks every event is POSTed to:
+//!
+//! ```toml
+//! [events]
+//! history_events = 10000
+//!
+//! [[webhooks]]
+//! url = "https://hooks.example.com/barge"
+//! secret_file = "/etc/barge/webhook-secret"   # or: secret = "…"
+//! job_queue = "prod"                            # optional: only this queue's jobs
+//! ```
+//!
 //! Every problem is refused at start, naming the file, the key and what to do.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +63,25 @@ struct FileShape {
     instance_types: Vec<InstanceTypeShape>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderShape>,
+    #[serde(default)]
+    events: EventsShape,
+    #[serde(default)]
+    webhooks: Vec<WebhookShape>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsShape {
+    history_events: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookShape {
+    url: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    job_queue: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +176,10 @@ pub struct ScalingConfig {
     pub settings: ScalingSettings,
     pub instance_types: Vec<InstanceType>,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Job state change events kept for resuming streams (`[events] history_events`).
+    pub events_history: usize,
+    /// Where job state change events are POSTed (`[[webhooks]]`).
+    pub webhooks: Vec<crate::events::webhooks::WebhookConfig>,
 }
 
 impl ScalingConfig {
@@ -203,7 +239,7 @@ impl ScalingConfig {
         let at = path.display();
         let shape: FileShape = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!(
-                "configuration file {at}: {}; the keys are [scaling], [[instance_types]] and [providers.NAME] (see README, \"Scaling\")",
+                "configuration file {at}: {}; the keys are [scaling], [[instance_types]], [providers.NAME] (see README, \"Scaling\"), [events] and [[webhooks]] (docs/events.md)",
                 e.to_string().trim_end()
             )
         })?;
@@ -419,6 +455,17 @@ impl ScalingConfig {
             };
             providers.insert(name, config);
         }
+        let events_history = shape
+            .events
+            .history_events
+            .unwrap_or(EVENTS_HISTORY_EVENTS_DEFAULT);
+        if !(EVENTS_HISTORY_EVENTS_MIN..=EVENTS_HISTORY_EVENTS_MAX).contains(&events_history) {
+            return Err(bad(
+                "events.history_events".into(),
+                format!("must be between {EVENTS_HISTORY_EVENTS_MIN} and {EVENTS_HISTORY_EVENTS_MAX}; each held event is a few KiB of memory"),
+            ));
+        }
+        let webhooks = webhooks(shape.webhooks, path).map_err(|(key, what)| bad(key, what))?;
         Ok(ScalingConfig {
             path: path.to_path_buf(),
             settings: ScalingSettings {
@@ -427,8 +474,77 @@ impl ScalingConfig {
             },
             instance_types,
             providers,
+            events_history,
+            webhooks,
         })
     }
+}
+
+/// `[[webhooks]]`, checked: a URL we can POST to, one secret (inline or from a file).
+fn webhooks(
+    shapes: Vec<WebhookShape>,
+    path: &Path,
+) -> Result<Vec<crate::events::webhooks::WebhookConfig>, (String, String)> {
+    if shapes.len() > WEBHOOKS_MAX {
+        return Err((
+            "webhooks".into(),
+            format!("at most {WEBHOOKS_MAX} webhooks"),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, w) in shapes.into_iter().enumerate() {
+        let key = |k: &str| format!("webhooks[{i}].{k}");
+        crate::events::webhooks::parse_url(&w.url)
+            .map_err(|e| (key("url"), format!("{:?} {e}", w.url)))?;
+        let secret = match (w.secret, w.secret_file) {
+            (Some(s), None) => s,
+            (None, Some(file)) => {
+                // Relative to the configuration file, like any path an operator writes there.
+                let file = match file.is_absolute() {
+                    true => file,
+                    false => path.parent().unwrap_or(Path::new(".")).join(file),
+                };
+                let mut text = String::new();
+                std::fs::File::open(&file)
+                    .and_then(|f| {
+                        f.take(WEBHOOK_SECRET_FILE_BYTES_MAX + 1)
+                            .read_to_string(&mut text)
+                    })
+                    .map_err(|e| {
+                        (
+                            key("secret_file"),
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?;
+                if text.len() as u64 > WEBHOOK_SECRET_FILE_BYTES_MAX {
+                    return Err((
+                        key("secret_file"),
+                        format!("{} is larger than {WEBHOOK_SECRET_FILE_BYTES_MAX} bytes; a secret is one line", file.display()),
+                    ));
+                }
+                text.lines().next().unwrap_or("").trim().to_string()
+            }
+            _ => {
+                return Err((
+                    key("secret"),
+                    "give exactly one of secret and secret_file: every delivery is signed with it"
+                        .into(),
+                ))
+            }
+        };
+        if secret.is_empty() {
+            return Err((key("secret"), "must not be empty".into()));
+        }
+        out.push(crate::events::webhooks::WebhookConfig {
+            url: w.url,
+            secret,
+            job_queue: w.job_queue.map(|q| match q.rsplit_once("job-queue/") {
+                Some((_, name)) => name.to_string(),
+                None => q,
+            }),
+        });
+    }
+    Ok(out)
 }
 
 /// Ok when `path` is an absolute path to an executable file.
@@ -562,5 +678,44 @@ mod tests {
         assert!(m.contains("instance_types[0].vcpus"), "{m}");
         let m = e("[scaling]\nregister_timeout_seconds = 1\n");
         assert!(m.contains("scaling.register_timeout_seconds"), "{m}");
+    }
+
+    #[test]
+    fn events_and_webhooks_are_read_and_checked() {
+        let c = parse(
+            r#"
+            [events]
+            history_events = 50
+            [[webhooks]]
+            url = "http://127.0.0.1:9/hook"
+            secret = "s"
+            job_queue = "arn:aws:batch:us-east-1:000000000000:job-queue/prod"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.events_history, 50);
+        assert_eq!(c.webhooks.len(), 1);
+        assert_eq!(c.webhooks[0].job_queue.as_deref(), Some("prod"));
+        assert!(!format!("{:?}", c.webhooks[0]).contains("\"s\""));
+        assert_eq!(
+            parse("").unwrap().events_history,
+            EVENTS_HISTORY_EVENTS_DEFAULT
+        );
+        let m = parse("[events]\nhistory_events = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("events.history_events"), "{m}");
+        let m = parse("[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("webhooks[0].url"), "{m}");
+        let m = parse("[[webhooks]]\nurl = \"http://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("webhooks[0].secret"), "{m}");
+        let m = parse("[[webhooks]]\nurl = \"http://x\"\nsecret_file = \"/nonexistent/s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("webhooks[0].secret_file"), "{m}");
     }
 }

@@ -96,6 +96,10 @@ async fn handle(shared: Shared, req: Request<Body>) -> Response {
             let operation = &p[barge_agent::protocol::PATH_PREFIX.len()..];
             crate::agents::handle(&shared, &shared.agents, operation, &parts.headers, body).await
         }
+        (&Method::GET, "/barge/v1/events") => {
+            crate::events::sse::stream(&shared.events, &parts.headers, &parts.uri)
+                .unwrap_or_else(error)
+        }
         (&Method::GET, p) if why_job_id(p).is_some() => {
             let raw = why_job_id(p).unwrap_or_default();
             let job_id = percent_decode_str(raw).decode_utf8_lossy().into_owned();

@@ -16,6 +16,7 @@ use barge_store::Store;
 mod agents;
 mod cluster;
 pub mod config_file;
+pub mod events;
 mod http;
 pub mod limits;
 mod plane;
@@ -132,6 +133,11 @@ async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = security::protect(http::router(app), &config.security, &config.identity.region);
+    // Event streams would otherwise hold the graceful shutdown open forever.
+    let stop = async move {
+        stop.await;
+        events::sse::close_streams();
+    };
     tls::serve(listener, router, config.security.tls.as_ref(), stop).await?;
     Ok(())
 }

@@ -92,3 +92,38 @@ pub const TERMINATE_RETRY_MS_MAX: i64 = 300_000;
 /// every plan, so a finite bound.
 pub const CONFIG_PROVIDERS_MAX: usize = 100;
 pub const CONFIG_INSTANCE_TYPES_MAX: usize = 1_000;
+
+/// Job state change events (docs/events.md) held in memory for consumers that resume
+/// (`Last-Event-ID`), unless configured (`[events] history_events`). An event is one to a few
+/// KiB, so the default holds tens of MiB at most: minutes of a busy server's changes.
+pub const EVENTS_HISTORY_EVENTS_DEFAULT: usize = 10_000;
+/// The configurable range of the history: at least a handful, at most a bound on memory.
+pub const EVENTS_HISTORY_EVENTS_MIN: usize = 10;
+pub const EVENTS_HISTORY_EVENTS_MAX: usize = 1_000_000;
+/// Committed batches whose changes wait to be rendered into events. The writer never waits:
+/// past this, a batch's changes are dropped and consumers are told events were missed.
+pub const EVENTS_PENDING_BATCHES_MAX: usize = 1_024;
+/// Events written to one stream consumer at a time. A consumer reads the shared history at
+/// its own pace, so what it holds is one such chunk, whatever its speed.
+pub const EVENTS_STREAM_CHUNK_EVENTS_MAX: usize = 256;
+/// Event streams open at once; more are refused with 503 (each holds a connection and a
+/// chunk).
+pub const EVENTS_STREAMS_MAX: usize = 256;
+/// A comment line sent on an idle event stream, so proxies and load balancers keep it open.
+pub const EVENTS_HEARTBEAT_MS: u64 = 15_000;
+/// Webhooks one configuration file may define: each has its own queue and task.
+pub const WEBHOOKS_MAX: usize = 32;
+/// Events waiting for one webhook. When full, the oldest is dropped (counted and logged), so a
+/// receiver that is down cannot make the server hold memory without bound.
+pub const WEBHOOK_QUEUE_EVENTS_MAX: usize = 10_000;
+/// Deliveries of one event to a webhook before it is given up (counted and logged).
+pub const WEBHOOK_ATTEMPTS_MAX: u32 = 8;
+/// The wait before a delivery's second try, doubling each time up to the maximum.
+pub const WEBHOOK_RETRY_MS_INITIAL: u64 = 200;
+pub const WEBHOOK_RETRY_MS_MAX: u64 = 30_000;
+/// How long one delivery (connect, send, answer) may take before it counts as failed.
+pub const WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+/// A receiver's answer is read only to end the exchange; anything longer is cut.
+pub const WEBHOOK_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// The largest webhook secret file: a secret is tens of bytes; more is a wrong path.
+pub const WEBHOOK_SECRET_FILE_BYTES_MAX: u64 = 4 * 1024;

@@ -17,7 +17,9 @@ use serde_json::Map;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::{agents, limits, scheduler, timers, writer, LocalAgentConfig, Shared, UpConfig};
+use crate::{
+    agents, events, limits, scheduler, timers, writer, LocalAgentConfig, Shared, UpConfig,
+};
 
 /// The local agent's link to the control plane: reports become writer commands.
 struct LocalControlPlane {
@@ -127,12 +129,15 @@ impl Leader {
         let (writer_tx, writer_rx) = mpsc::channel(limits::WRITER_QUEUE_COMMANDS_MAX);
         let router = Arc::new(writer::AgentRouter::default());
         let wake_scheduler = Arc::new(Notify::new());
+        let (event_bus, event_sink, webhooks) = start_events(config)?;
         let writer_thread = {
             let (published, router, wake) =
                 (published.clone(), router.clone(), wake_scheduler.clone());
             std::thread::Builder::new()
                 .name("barge-writer".into())
-                .spawn(move || writer::run_writer(store, published, writer_rx, router, wake))?
+                .spawn(move || {
+                    writer::run_writer(store, published, writer_rx, router, wake, event_sink)
+                })?
         };
         let remote_agents = Arc::new(agents::RemoteAgents::new(
             router.clone(),
@@ -144,6 +149,7 @@ impl Leader {
             writer: writer_tx,
             logs,
             agents: remote_agents.clone(),
+            events: event_bus,
         };
 
         // `barge up`'s local agent gets a new id on every start, so the one stored by the last
@@ -177,6 +183,10 @@ impl Leader {
         };
 
         let mut loops = Vec::new();
+        for hook in webhooks {
+            let stop = Arc::new(Notify::new());
+            loops.push((stop.clone(), tokio::spawn(hook.run(stop))));
+        }
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(scheduler::run(shared.clone(), wake_scheduler, stop.clone()));
         loops.push((stop, task));
@@ -246,6 +256,37 @@ impl Leader {
         let writer = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     }
+}
+
+/// The event bus (its renderer thread started), the writer's end of it, and the webhooks to
+/// deliver to (their tasks are the caller's to start).
+#[allow(clippy::type_complexity)]
+fn start_events(
+    config: &UpConfig,
+) -> anyhow::Result<(
+    Arc<events::EventBus>,
+    events::Sink,
+    Vec<Arc<events::webhooks::Queue>>,
+)> {
+    let (hooks, history) = match &config.scaling {
+        Some(file) => (file.webhooks.clone(), file.events_history),
+        None => (Vec::new(), limits::EVENTS_HISTORY_EVENTS_DEFAULT),
+    };
+    let webhooks = hooks
+        .into_iter()
+        .map(|hook| {
+            let url = hook.url.clone();
+            events::webhooks::Queue::new(hook).map_err(|e| anyhow::anyhow!("webhook {url}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The boot id: a resumed stream can tell this start's events from an earlier one's.
+    let boot = writer::now_ms().max(0) as u64;
+    let (bus, sink, rx) = events::EventBus::new(boot, history, webhooks.clone());
+    let renderer = bus.clone();
+    std::thread::Builder::new()
+        .name("barge-events".into())
+        .spawn(move || events::run_renderer(renderer, rx))?;
+    Ok((bus, sink, webhooks))
 }
 
 /// Registers and starts `barge up`'s agent, and on the first start creates the `default`

@@ -112,6 +112,25 @@ pub async fn forward(leader_url: &str, req: Request<Body>) -> Response {
         }
     };
     let (parts, body) = answer.into_parts();
+    let copy_headers = |resp: &mut Response| {
+        *resp.status_mut() = parts.status;
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) && name != "content-length" {
+                resp.headers_mut().append(name, value.clone());
+            }
+        }
+    };
+    let streaming = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streaming {
+        // The job state change stream does not end: pass it on as it comes (collecting it would
+        // hang and grow without bound). The connection's task ends with it.
+        let mut resp = Response::new(Body::new(body));
+        copy_headers(&mut resp);
+        return resp;
+    }
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -121,12 +140,7 @@ pub async fn forward(leader_url: &str, req: Request<Body>) -> Response {
     };
     driver.abort();
     let mut resp = Response::new(Body::from(bytes));
-    *resp.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != "content-length" {
-            resp.headers_mut().append(name, value.clone());
-        }
-    }
+    copy_headers(&mut resp);
     resp
 }
 

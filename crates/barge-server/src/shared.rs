@@ -18,6 +18,8 @@ pub struct Shared {
     pub logs: LogReader,
     /// Remote agents: their token, heartbeats and waiting polls.
     pub agents: Arc<crate::agents::RemoteAgents>,
+    /// Job state change events: the history the event stream reads.
+    pub events: Arc<crate::events::EventBus>,
 }
 
 impl Shared {

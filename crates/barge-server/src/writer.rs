@@ -80,20 +80,22 @@ impl AgentRouter {
 
 /// Applies one command. A panic in the core is a Barge bug: it must cost that one command (a
 /// ServerException, nothing changed), never the writer and with it the whole server.
+/// `before` is a clone of `state` (O(1)), kept by the caller to find what the command moved.
 fn apply_guarded(
     state: &mut State,
+    before: &State,
     command: Command,
     now: i64,
     changes: &mut Changes,
 ) -> Result<Reply, ApiError> {
-    let (before, mark) = (state.clone(), changes.mark());
+    let mark = changes.mark();
     let what = command.name();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         apply(state, command, now, changes)
     })) {
         Ok(result) => result.map_err(ApiError::from),
         Err(_) => {
-            *state = before;
+            *state = before.clone();
             changes.rollback(mark);
             tracing::error!("the core panicked applying {what}; the command was refused");
             Err(ApiError::server("Barge hit an internal error applying this request; nothing was changed. Please report it."))
@@ -108,6 +110,7 @@ pub fn run_writer(
     mut requests: mpsc::Receiver<WriteRequest>,
     router: Arc<AgentRouter>,
     schedule: Arc<Notify>,
+    mut events: crate::events::Sink,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(WRITER_BATCH_COMMANDS_MAX);
     while let Some(first) = requests.blocking_recv() {
@@ -123,8 +126,20 @@ pub fn run_writer(
         let now = now_ms();
         let mut results = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
+        // Per command that moved jobs, the state right after it: the events' job details.
+        let mut moved = Vec::new();
         for req in batch.drain(..) {
-            results.push(apply_guarded(&mut state, req.command, now, &mut changes));
+            let (before, mark) = (state.clone(), changes.dirty.len());
+            let result = apply_guarded(&mut state, &before, req.command, now, &mut changes);
+            // Only the jobs this command dirtied are compared (a refused command dirtied none).
+            if events.wanted() && result.is_ok() && changes.dirty.len() > mark {
+                let transitions =
+                    barge_core::events::transitions(&before, &state, &changes.dirty[mark..]);
+                if !transitions.is_empty() {
+                    moved.push((state.clone(), transitions));
+                }
+            }
+            results.push(result);
             replies.push(req.reply);
         }
         let durable = if changes.dirty.is_empty() && changes.log_events.is_empty() {
@@ -136,6 +151,8 @@ pub fn run_writer(
             Ok(()) => {
                 published.store(Arc::new(state));
                 router.deliver(changes.effects);
+                // Durable now: the events may be told. Never waits.
+                events.send(now, moved);
                 if changes.schedule {
                     schedule.notify_one();
                 }

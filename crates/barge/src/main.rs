@@ -86,7 +86,8 @@ struct ServerArgs {
     )]
     agent_heartbeat_timeout_seconds: u64,
     /// A TOML configuration file: instance types and the providers that scale MANAGED compute
-    /// environments tagged barge:provider=NAME (see README, "Scaling").
+    /// environments tagged barge:provider=NAME (see README, "Scaling"), and the job state change
+    /// events' history and webhooks (docs/events.md).
     #[arg(long, env = "BARGE_CONFIG")]
     config: Option<PathBuf>,
     /// Access keys whose SigV4 signatures Barge accepts, in the aws CLI's credentials format
