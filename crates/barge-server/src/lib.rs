@@ -18,6 +18,7 @@ mod cluster;
 pub mod config_file;
 mod http;
 pub mod limits;
+pub mod metrics;
 mod plane;
 mod providers;
 mod proxy;
@@ -81,6 +82,7 @@ pub struct LocalAgentConfig {
 pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     // Before anything is opened or bound.
     config.security.check_listen(config.listen)?;
+    metrics::mark_start();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
