@@ -185,6 +185,18 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
         },
         config.heartbeat_timeout_ms / 1000
     );
+    println!(
+        "  Prometheus metrics at {endpoint}{} ({})",
+        metrics::PATH,
+        match (
+            config.security.requires_signatures(),
+            config.security.metrics_token.is_some()
+        ) {
+            (false, _) => "no credentials needed on loopback",
+            (true, true) => "bearer token from --metrics-token-file, or signed",
+            (true, false) => "signed; give Prometheus a --metrics-token-file token",
+        }
+    );
     security::print_banner_lines(&config.security, &config.identity.region);
     if local.is_some() {
         println!(
