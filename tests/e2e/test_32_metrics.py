@@ -209,8 +209,9 @@ def test_commit_histograms_are_filled(workload):
     assert commits > 0 and commit_seconds > 0
     _, batches, commands = histogram(families, "barge_store_commit_commands")
     assert batches == commits and commands >= commits
-    _, row_batches, rows = histogram(families, "barge_store_commit_rows")
-    assert row_batches == commits and rows >= commits
+    _, change_batches, changes = histogram(families, "barge_store_commit_changes")
+    # A commit of log events alone changes no row, so only the total is bounded below.
+    assert change_batches == commits and changes > 0
     assert value(families, "barge_store_commit_failures", "barge_store_commit_failures_total") == 0
     assert value(families, "barge_leader") == 1
     assert value(families, "barge_uptime_seconds") > 0

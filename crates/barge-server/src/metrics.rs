@@ -42,8 +42,8 @@ const DURATION_BOUNDS_US: [u64; 17] = [
 const PLACED_BOUNDS: [u64; 14] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 /// Commands in one commit: powers of two up to WRITER_BATCH_COMMANDS_MAX (2,048).
 const COMMANDS_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
-/// Rows one commit writes (a pass placing 4,096 jobs writes more than 4,096).
-const ROWS_BOUNDS: [u64; 10] = [1, 4, 16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
+/// Row changes in one commit (a pass placing 4,096 jobs changes more than 4,096 rows).
+const CHANGES_BOUNDS: [u64; 10] = [1, 4, 16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -58,7 +58,7 @@ struct Observed {
     jobs_placed: AtomicU64,
     commit_duration: Histogram<17>,
     commit_commands: Histogram<12>,
-    commit_rows: Histogram<10>,
+    commit_changes: Histogram<10>,
     commits_failed: AtomicU64,
 }
 
@@ -71,7 +71,7 @@ static OBSERVED: Observed = Observed {
     jobs_placed: AtomicU64::new(0),
     commit_duration: Histogram::new(DURATION_BOUNDS_US, US),
     commit_commands: Histogram::new(COMMANDS_BOUNDS, 1.0),
-    commit_rows: Histogram::new(ROWS_BOUNDS, 1.0),
+    commit_changes: Histogram::new(CHANGES_BOUNDS, 1.0),
     commits_failed: AtomicU64::new(0),
 };
 
@@ -86,15 +86,16 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The writer's hook: one commit of `commands` commands writing `rows` rows took `took`.
-pub fn observe_commit(took: Duration, commands: usize, rows: usize, ok: bool) {
+/// The writer's hook: one commit of `commands` commands with `changes` row changes took
+/// `took`.
+pub fn observe_commit(took: Duration, commands: usize, changes: usize, ok: bool) {
     if !ok {
         OBSERVED.commits_failed.fetch_add(1, Ordering::Relaxed);
         return;
     }
     OBSERVED.commit_duration.observe(micros(took));
     OBSERVED.commit_commands.observe(commands as u64);
-    OBSERVED.commit_rows.observe(rows as u64);
+    OBSERVED.commit_changes.observe(changes as u64);
 }
 
 /// What a proposed plan would place, kept to look up once the pass is committed: (job id,
@@ -265,10 +266,10 @@ fn observed(t: &mut Text) {
         &o.commit_commands.snapshot(),
     );
     t.histogram(
-        "barge_store_commit_rows",
-        "Rows (jobs, queues, agents, log streams…) written per store commit.",
+        "barge_store_commit_changes",
+        "Row changes (jobs, queues, agents, log streams…) per store commit, before the store writes each changed row once: a job changed by two commands of the batch counts twice. Log events are not counted.",
         &[],
-        &o.commit_rows.snapshot(),
+        &o.commit_changes.snapshot(),
     );
     counter(
         t,
