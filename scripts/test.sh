@@ -5,6 +5,7 @@
 #
 # 1. installs missing Debian packages (only when something is missing),
 # 2. creates or reuses the virtualenv .venv with the real aws CLI v1, boto3, pytest, requests,
+#    prometheus-client (its parser reads /metrics in test_32),
 # 3. cargo build --release --workspace,
 # 4. starts a throwaway PostgreSQL (scripts/test-postgres.sh: a cluster under /tmp on a free
 #    127.0.0.1 port, pid file, stopped and removed when this script exits, also on failure) and
@@ -29,7 +30,7 @@ PYTHON="${PYTHON:-python3}"
 export SIM_SEEDS="${SIM_SEEDS:-3000}"
 
 # Loose pins: the aws CLI must stay v1 (v2 is not on PyPI); the rest, current majors.
-PY_REQUIREMENTS=("awscli>=1.44,<2" "boto3>=1.40,<2" "pytest>=8,<10" "requests>=2.31,<3")
+PY_REQUIREMENTS=("awscli>=1.44,<2" "boto3>=1.40,<2" "pytest>=8,<10" "requests>=2.31,<3" "prometheus-client>=0.20,<1")
 
 declare -a SUMMARY=()
 FAILED=0
@@ -155,7 +156,7 @@ setup_venv() {
         "$PYTHON" -m venv "$VENV"
     fi
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-        && "$VENV/bin/python" -c 'import boto3, botocore, pytest, requests, awscli' >/dev/null 2>&1 \
+        && "$VENV/bin/python" -c 'import boto3, botocore, pytest, requests, awscli, prometheus_client' >/dev/null 2>&1 \
         && [[ -x "$VENV/bin/aws" ]]; then
         echo "reusing $VENV"
     else

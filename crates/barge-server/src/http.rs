@@ -35,6 +35,10 @@ async fn entry(AxState(app): AxState<App>, req: Request<Body>) -> Response {
     if req.uri().path() == "/health" {
         return Response::new(Body::from("ok (following)\n"));
     }
+    // A follower's own process metrics: forwarded, a scrape would be the leader's.
+    if req.method() == Method::GET && req.uri().path() == crate::metrics::PATH {
+        return crate::metrics::respond(None);
+    }
     match app.leader_url.load_full() {
         Some(url) => crate::proxy::forward(&url, req).await,
         None => crate::proxy::unavailable(
@@ -91,6 +95,9 @@ async fn handle(shared: Shared, req: Request<Body>) -> Response {
     let path = parts.uri.path().to_string();
     match (&parts.method, path.as_str()) {
         (&Method::GET, "/health") => Response::new(Body::from("ok\n")),
+        (&Method::GET, crate::metrics::PATH) => {
+            crate::metrics::respond(Some(&shared.published.load()))
+        }
         (&Method::POST, "/") => logs(shared, &parts.headers, body).await,
         (&Method::POST, p) if p.starts_with(barge_agent::protocol::PATH_PREFIX) => {
             let operation = &p[barge_agent::protocol::PATH_PREFIX.len()..];

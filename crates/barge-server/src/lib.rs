@@ -19,6 +19,7 @@ pub mod config_file;
 pub mod events;
 mod http;
 pub mod limits;
+pub mod metrics;
 mod plane;
 mod providers;
 mod proxy;
@@ -82,6 +83,7 @@ pub struct LocalAgentConfig {
 pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     // Before anything is opened or bound.
     config.security.check_listen(config.listen)?;
+    metrics::mark_start();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -188,6 +190,18 @@ fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAg
             "no token required"
         },
         config.heartbeat_timeout_ms / 1000
+    );
+    println!(
+        "  Prometheus metrics at {endpoint}{} ({})",
+        metrics::PATH,
+        match (
+            config.security.requires_signatures(),
+            config.security.metrics_token.is_some()
+        ) {
+            (false, _) => "no credentials needed on loopback",
+            (true, true) => "bearer token from --metrics-token-file, or signed",
+            (true, false) => "signed; give Prometheus a --metrics-token-file token",
+        }
     );
     security::print_banner_lines(&config.security, &config.identity.region);
     if local.is_some() {

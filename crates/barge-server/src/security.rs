@@ -36,6 +36,9 @@ pub struct SecurityConfig {
     pub key_sources: Vec<String>,
     /// HTTPS instead of HTTP, on the same port.
     pub tls: Option<TlsConfig>,
+    /// The bearer token `GET /metrics` may carry instead of a signature (Prometheus cannot
+    /// sign). Only consulted when signatures are required.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
 }
 
 /// A loaded certificate chain and key.
@@ -128,7 +131,16 @@ impl SecurityConfig {
             access_keys: Arc::new(keys),
             key_sources,
             tls,
+            metrics_token: None,
         })
+    }
+
+    /// Accepts `authorization: Bearer TOKEN` on `GET /metrics` as well as a signature.
+    pub fn with_metrics_token(self, token: Option<String>) -> SecurityConfig {
+        SecurityConfig {
+            metrics_token: token.map(|t| crate::metrics::MetricsToken::new(&t)),
+            ..self
+        }
     }
 
     /// True when every request (but the exempt paths) must carry a valid signature.
@@ -205,6 +217,7 @@ pub(crate) fn protect(router: Router, security: &SecurityConfig, region: &str) -
     let verifier = Verifier {
         keys: security.access_keys.clone(),
         region: Arc::from(region),
+        metrics_token: security.metrics_token.clone(),
     };
     router.layer(axum::middleware::from_fn_with_state(verifier, verify))
 }
@@ -213,6 +226,7 @@ pub(crate) fn protect(router: Router, security: &SecurityConfig, region: &str) -
 struct Verifier {
     keys: Arc<AccessKeys>,
     region: Arc<str>,
+    metrics_token: Option<crate::metrics::MetricsToken>,
 }
 
 /// Paths that never need a signature. Matched on the raw path, as the handler routes on
@@ -234,6 +248,15 @@ fn service_of(method: &Method, path: &str) -> &'static str {
 async fn verify(State(verifier): State<Verifier>, request: Request, next: Next) -> Response {
     if exempt(request.method(), request.uri().path()) {
         return next.run(request).await;
+    }
+    // A scrape with a bearer token is judged by the token alone; one without is signed.
+    if request.method() == Method::GET && request.uri().path() == crate::metrics::PATH {
+        let token = verifier.metrics_token.as_ref();
+        match crate::metrics::bearer_verdict(request.headers(), token) {
+            Some(true) => return next.run(request).await,
+            Some(false) => return crate::metrics::unauthorized(token.is_some()),
+            None => {}
+        }
     }
     let (parts, body) = request.into_parts();
     // An unsigned request is refused before its body is read. REQUEST_BODY_BYTES_MAX is the

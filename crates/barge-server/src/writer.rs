@@ -145,7 +145,16 @@ pub fn run_writer(
         let durable = if changes.dirty.is_empty() && changes.log_events.is_empty() {
             Ok(())
         } else {
-            store.commit(&state, &changes)
+            let started = std::time::Instant::now();
+            let result = store.commit(&state, &changes);
+            let took = started.elapsed();
+            crate::metrics::observe_commit(
+                took,
+                replies.len(),
+                changes.dirty.len(),
+                result.is_ok(),
+            );
+            result
         };
         match durable {
             Ok(()) => {

@@ -102,6 +102,17 @@ struct ServerArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "BARGE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A bearer token that GET /metrics accepts instead of a SigV4 signature, for Prometheus
+    /// (which cannot sign) when access keys are on. Prefer --metrics-token-file.
+    #[arg(long, env = "BARGE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// A file holding the metrics token (its first line).
+    #[arg(
+        long,
+        env = "BARGE_METRICS_TOKEN_FILE",
+        conflicts_with = "metrics_token"
+    )]
+    metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -313,7 +324,7 @@ fn read_token(
     };
     let token = token.trim().to_string();
     if token.is_empty() {
-        anyhow::bail!("{flag}: the agent token is empty");
+        anyhow::bail!("{flag}: the token is empty");
     }
     Ok(Some(token))
 }
@@ -347,7 +358,12 @@ fn server_config(
         std::env::var("BARGE_SECRET_ACCESS_KEY").ok(),
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
-    )?;
+    )?
+    .with_metrics_token(read_token(
+        args.metrics_token,
+        args.metrics_token_file,
+        "--metrics-token",
+    )?);
     // Without access keys, listening beyond loopback is refused anyway (with how to add
     // keys); with them, agents need a token too, or anyone could join and receive jobs.
     if !args.listen.ip().is_loopback() && security.requires_signatures() && agent_token.is_none() {
