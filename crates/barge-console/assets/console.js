@@ -8,7 +8,7 @@
   var src = pre.getAttribute("data-src");
   var pollMs = parseInt(pre.getAttribute("data-poll-ms"), 10) || 1000;
   var keep = parseInt(pre.getAttribute("data-keep"), 10) || 5000;
-  var stream = "", token = "", lines = 0, lastStatus = "";
+  var stream = "", token = "", lines = 0;
 
   function append(text) {
     pre.appendChild(document.createTextNode(text + "\n"));
@@ -34,11 +34,13 @@
         if (d.token) token = d.token;
         (d.events || []).forEach(function (e) { append(e.m); });
         if (d.events && d.events.length) pre.scrollTop = pre.scrollHeight;
-        if (d.status && lastStatus && d.status !== lastStatus) {
-          var badge = document.querySelector("h1 .status");
-          if (badge) { badge.textContent = d.status; badge.className = "status s-" + d.status.toLowerCase(); }
+        var badge = document.querySelector("h1 .status");
+        if (d.status && badge && badge.textContent !== d.status) {
+          badge.textContent = d.status;
+          badge.className = "status s-" + d.status.toLowerCase();
         }
-        lastStatus = d.status || lastStatus;
+        var reason = document.getElementById("status-reason");
+        if (d.done && d.reason && reason) reason.textContent = d.reason;
         if (d.done) {
           state.textContent = "The job is " + d.status + "; its log is complete (" + lines + " lines).";
           return;

@@ -645,3 +645,63 @@ fn request_of(kind: &str, v: &BTreeMap<String, String>) -> Result<Value, String>
     }
     Ok(Value::Object(r))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{futures_lite, Memory};
+
+    fn session() -> Session {
+        crate::auth::Auth::new(Default::default(), false)
+            .start("", 0)
+            .0
+    }
+
+    fn submit_form(m: &Memory, kind: &str, pairs: &[(&str, &str)]) -> Response {
+        let fields = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        futures_lite(submit(m, &session(), kind, &fields))
+    }
+
+    #[test]
+    fn the_api_message_goes_next_to_its_field_and_the_input_is_kept() {
+        let m = Memory::new();
+        let r = submit_form(
+            &m,
+            "compute-environment",
+            &[("computeEnvironmentName", "ce\"x"), ("type", "MANAGED"), ("computeResourcesType", "EC2"), ("maxvCpus", "lots")],
+        );
+        assert_eq!(r.status, 400);
+        let html = String::from_utf8(r.body).unwrap();
+        let at = html.find("id=\"error-maxvCpus\"").expect("error next to maxvCpus");
+        assert!(html[at..].contains("computeResources.maxvCpus"));
+        assert!(html.contains("value=\"lots\""));
+        assert!(html.contains("value=\"ce&quot;x\""), "kept and escaped");
+        // A good one is created and leads to the overview.
+        let r = submit_form(
+            &m,
+            "compute-environment",
+            &[("computeEnvironmentName", "ce"), ("type", "MANAGED"), ("computeResourcesType", "EC2"), ("maxvCpus", "4")],
+        );
+        assert_eq!(r.status, 303);
+        assert!(m.snapshot().compute_environments.contains_key("ce"));
+    }
+
+    #[test]
+    fn a_message_that_names_no_field_goes_on_top() {
+        let m = Memory::new();
+        let r = submit_form(
+            &m,
+            "job",
+            &[("jobName", "j"), ("jobQueue", "nowhere"), ("jobDefinition", "d"), ("command", "echo 'open")],
+        );
+        let html = String::from_utf8(r.body).unwrap();
+        assert!(html.contains("id=\"error-command\""), "{html}");
+        let r = submit_form(&m, "job", &[("jobName", "j"), ("jobQueue", "nowhere"), ("jobDefinition", "d")]);
+        let html = String::from_utf8(r.body).unwrap();
+        assert_eq!(r.status, 400);
+        assert!(html.contains("class=\"form-error\""), "{html}");
+    }
+}

@@ -339,6 +339,8 @@ pub async fn log_json<B: Backend>(
         );
     };
     let status = job.status;
+    // Once the job has ended, its own reason (the page showed the waiting reason before).
+    let reason = job.status_reason.clone().filter(|_| status.is_terminal());
     let stream = job
         .current
         .as_ref()
@@ -348,7 +350,7 @@ pub async fn log_json<B: Backend>(
     let Some(stream) = stream.filter(|s| state.log_streams.contains_key(s)) else {
         return Response::json(
             200,
-            &json!({ "events": [], "status": status.as_str(), "done": done }),
+            &json!({ "events": [], "status": status.as_str(), "reason": reason, "done": done }),
         );
     };
     let mut request = json!({
@@ -389,6 +391,7 @@ pub async fn log_json<B: Backend>(
                     "token": v["nextForwardToken"],
                     "events": events,
                     "status": status.as_str(),
+                    "reason": reason,
                     "more": full,
                     "done": done && !full,
                 }),
@@ -419,5 +422,38 @@ pub async fn stop<B: Backend>(
     match answer_json(answer) {
         Ok(_) => Response::redirect(format!("/console/jobs/{}", url(id))),
         Err(message) => super::message(400, session, "The job was not stopped", &message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Memory;
+
+    #[test]
+    fn what_a_job_carries_is_escaped_on_its_page() {
+        let m = Memory::new();
+        m.call("createcomputeenvironment", json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}));
+        m.call(
+            "createjobqueue",
+            json!({"jobQueueName": "q", "priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}]}),
+        );
+        m.call(
+            "registerjobdefinition",
+            json!({"jobDefinitionName": "d", "type": "container", "containerProperties": {"image": "busybox",
+                   "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
+        );
+        let job = m.call(
+            "submitjob",
+            json!({"jobName": "j", "jobQueue": "q", "jobDefinition": "d",
+                   "containerOverrides": {"command": ["echo", "<script>alert('x')</script>"]}}),
+        );
+        let session = crate::auth::Auth::new(Default::default(), false).start("", 0).0;
+        let r = show(&m, &session, job["jobId"].as_str().unwrap(), &BTreeMap::new());
+        let html = String::from_utf8(r.body).unwrap();
+        assert!(html.contains("echo &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+        assert!(!html.contains("<script>alert"));
+        // The waiting reason, as barge why gives it.
+        assert!(html.contains("<h2>Why it is"), "{html}");
     }
 }

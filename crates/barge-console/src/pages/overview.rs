@@ -6,7 +6,7 @@ use std::fmt::Write;
 use barge_api::Backend;
 use barge_core::model::{ComputeEnvironmentType, JobStatus, ResourceState};
 
-use crate::html::{esc, page, status_badge, url, Nav};
+use crate::html::{esc, page, url, Nav};
 use crate::limits::OVERVIEW_ROWS_MAX;
 use crate::{Response, Session};
 
@@ -106,6 +106,5 @@ pub fn show<B: Backend>(backend: &B, session: &Session) -> Response {
         body.push_str("<tr><td colspan=\"9\">No compute environments yet: <a href=\"/console/new/compute-environment\">create one</a>.</td></tr>");
     }
     body.push_str("</tbody></table></section>");
-    let _ = status_badge; // statuses appear on the job pages
     Response::html(200, page("Overview", Nav::Overview, session, &body))
 }
