@@ -22,12 +22,28 @@ async fn main_pages_load() {
     let b = Browser::start().await;
     for (path, heading, shot) in [
         ("/console", "Overview", Some("overview")),
-        ("/console/queues/default", "Job queue default", Some("job-queue")),
+        (
+            "/console/queues/default",
+            "Job queue default",
+            Some("job-queue"),
+        ),
         ("/console/job-definitions", "Job definitions", None),
         ("/console/new", "Create", None),
-        ("/console/new/compute-environment", "Create compute environment", Some("form-compute-environment")),
-        ("/console/new/job-queue", "Create job queue", Some("form-job-queue")),
-        ("/console/new/job-definition", "Register job definition", Some("form-job-definition")),
+        (
+            "/console/new/compute-environment",
+            "Create compute environment",
+            Some("form-compute-environment"),
+        ),
+        (
+            "/console/new/job-queue",
+            "Create job queue",
+            Some("form-job-queue"),
+        ),
+        (
+            "/console/new/job-definition",
+            "Register job definition",
+            Some("form-job-definition"),
+        ),
         ("/console/new/job", "Submit job", Some("form-submit-job")),
         ("/console/schedules", "Schedules", None),
     ] {
@@ -46,7 +62,10 @@ async fn main_pages_load() {
     let queues = b.text("table.queues").await;
     assert!(queues.contains("default"), "{queues}");
     let envs = b.text("table.environments").await;
-    assert!(envs.contains("default") && envs.contains("MANAGED (EC2)"), "{envs}");
+    assert!(
+        envs.contains("default") && envs.contains("MANAGED (EC2)"),
+        "{envs}"
+    );
     assert!(b.exists("table.environments meter").await);
     // Unknown pages are a 404 page, not an error.
     assert_eq!(http(barge.addr, "GET", "/console/nope", "").0, 404);
@@ -70,7 +89,11 @@ async fn forms_create_resources_and_show_validation_next_to_the_field() {
     assert!(err.contains("computeResources.maxvCpus"), "{err}");
     assert!(b.exists(".field.has-error #f-maxvCpus").await);
     assert_eq!(b.value("#f-maxvCpus").await, "lots", "input kept");
-    assert_eq!(b.value("#f-computeEnvironmentName").await, "fleet<b>", "input kept");
+    assert_eq!(
+        b.value("#f-computeEnvironmentName").await,
+        "fleet<b>",
+        "input kept"
+    );
     b.screenshot("form-validation-error").await;
 
     // The name is the next thing the API refuses; then a good one.
@@ -93,13 +116,16 @@ async fn forms_create_resources_and_show_validation_next_to_the_field() {
     let q = barge.api("describejobqueues", json!({"jobQueues": ["batch-q"]}));
     assert_eq!(q["jobQueues"][0]["priority"], 5);
 
-    // A refused queue: an environment that does not exist, said at the field.
+    // A refused queue: a priority that is not a number, said at the field.
     b.goto(&barge.url("/console/new/job-queue")).await;
     b.fill("jobQueueName", "other-q").await;
-    b.fill("computeEnvironments", "missing-ce").await;
+    b.fill("priority", "high").await;
+    b.fill("computeEnvironments", "fleet").await;
     b.click("form.api-form button[type=submit]").await;
-    assert!(b.exists(".form-error").await);
+    let err = b.text("#error-priority").await;
+    assert!(err.contains("priority"), "{err}");
     assert_eq!(b.value("#f-jobQueueName").await, "other-q");
+    assert_eq!(b.value("#f-priority").await, "high");
 
     // A job definition.
     b.goto(&barge.url("/console/new/job-definition")).await;
@@ -109,9 +135,15 @@ async fn forms_create_resources_and_show_validation_next_to_the_field() {
     b.click("form.api-form button[type=submit]").await;
     b.wait_text("h1", "Job definitions").await;
     let row = b.text("table.definitions").await;
-    assert!(row.contains("hello") && row.contains("echo hello there"), "{row}");
+    assert!(
+        row.contains("hello") && row.contains("echo hello there"),
+        "{row}"
+    );
     b.screenshot("job-definitions").await;
-    let d = barge.api("describejobdefinitions", json!({"jobDefinitionName": "hello"}));
+    let d = barge.api(
+        "describejobdefinitions",
+        json!({"jobDefinitionName": "hello"}),
+    );
     assert_eq!(
         d["jobDefinitions"][0]["containerProperties"]["command"],
         json!(["echo", "hello there"])
@@ -160,12 +192,18 @@ async fn a_job_submitted_from_the_form_runs_and_its_log_streams_live() {
         .await
         .expect("read marker");
     assert_eq!(marker, json!(42), "the page was reloaded");
-    assert!(!b.exists("#log b").await, "log lines must be text, not HTML");
+    assert!(
+        !b.exists("#log b").await,
+        "log lines must be text, not HTML"
+    );
     // After a reload the page shows the finished job: timeline, attempt and exit code.
     b.client.refresh().await.expect("reload");
     let attempts = b.text("table.attempts").await;
     assert!(attempts.contains('0'), "{attempts}");
-    assert!(b.text("table.timeline").await.contains("Attempt 1: started"));
+    assert!(b
+        .text("table.timeline")
+        .await
+        .contains("Attempt 1: started"));
     b.wait_text("#log", "first-line").await;
     b.screenshot("job-page").await;
     b.close().await;
@@ -199,7 +237,10 @@ async fn cancel_from_the_job_page() {
     let id = job["jobId"].as_str().unwrap().to_string();
     let b = Browser::start().await;
     b.goto(&barge.url(&format!("/console/jobs/{id}"))).await;
-    assert_eq!(b.text("section.why h2").await.starts_with("Why it is"), true);
+    assert_eq!(
+        b.text("section.why h2").await.starts_with("Why it is"),
+        true
+    );
     b.screenshot("job-page-waiting").await;
     b.fill("reason", "no longer needed").await;
     b.click("button[value=cancel]").await;
@@ -220,9 +261,19 @@ async fn sign_in_is_required_when_the_server_has_keys() {
     // Without a session: redirected to sign in; the API itself still wants signatures.
     let (status, head, _) = http(barge.addr, "GET", "/console/queues/default", "");
     assert_eq!(status, 303);
-    assert!(head.to_ascii_lowercase().contains("location: /console/login"), "{head}");
-    assert_eq!(http(barge.addr, "POST", "/v1/describejobqueues", "{}").0, 403);
-    assert_eq!(http(barge.addr, "POST", "/console/new/job", "jobName=x").0, 403);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: /console/login"),
+        "{head}"
+    );
+    assert_eq!(
+        http(barge.addr, "POST", "/v1/describejobqueues", "{}").0,
+        403
+    );
+    assert_eq!(
+        http(barge.addr, "POST", "/console/new/job", "jobName=x").0,
+        403
+    );
 
     let b = Browser::start().await;
     b.goto(&barge.url("/console/queues/default")).await;
@@ -231,10 +282,15 @@ async fn sign_in_is_required_when_the_server_has_keys() {
     b.fill("accessKeyId", "AKIACONSOLE").await;
     b.fill("secretAccessKey", "wrong").await;
     b.click("form.api-form button[type=submit]").await;
-    b.wait_text("#form-error", "not one of this server's keys").await;
+    b.wait_text("#form-error", "not one of this server's keys")
+        .await;
     assert_eq!(b.text("h1").await, "Sign in");
     assert_eq!(b.value("#f-accessKeyId").await, "AKIACONSOLE");
-    assert_eq!(b.value("#f-secretAccessKey").await, "", "the secret is never sent back");
+    assert_eq!(
+        b.value("#f-secretAccessKey").await,
+        "",
+        "the secret is never sent back"
+    );
     b.fill("secretAccessKey", "console-secret-1").await;
     b.click("form.api-form button[type=submit]").await;
     // Back where it was going.
@@ -278,6 +334,7 @@ async fn job_lists_page_across_a_queue_of_hundreds() {
                "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
     );
     const JOBS: usize = 230;
+    const FIRST_ROW: &str = "table.jobs tbody tr td:first-child a";
     for i in 0..JOBS {
         barge.api(
             "submitjob",
@@ -305,18 +362,21 @@ async fn job_lists_page_across_a_queue_of_hundreds() {
         if !b.exists("a[rel=next]").await {
             break;
         }
-        b.click("a[rel=next]").await;
+        b.click_and_wait_change("a[rel=next]", FIRST_ROW).await;
         assert!(pages < 20, "paging does not end");
     }
     assert_eq!(pages, JOBS.div_ceil(50));
     let expected: Vec<String> = (0..JOBS).rev().map(|i| format!("job-{i:03}")).collect();
     assert_eq!(seen, expected);
     // Back one page from the last.
-    b.click("a[rel=prev]").await;
-    let first = b.text("table.jobs tbody tr td:first-child a").await;
+    b.click_and_wait_change("a[rel=prev]", FIRST_ROW).await;
+    let first = b.text(FIRST_ROW).await;
     assert_eq!(first, "job-079");
     // A name prefix narrows the list.
-    b.goto(&barge.url("/console/queues/many?status=&prefix=job-12")).await;
+    b.goto(&barge.url("/console/queues/many")).await;
+    b.fill("prefix", "job-12").await;
+    b.click_and_wait_change("form.filter button", FIRST_ROW)
+        .await;
     let names = b.text("table.jobs tbody").await;
     assert!(names.contains("job-129") && names.contains("job-120") && !names.contains("job-130"));
     b.close().await;

@@ -139,7 +139,14 @@ impl Barge {
             .arg(addr.to_string())
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--agent-vcpus", "4", "--agent-memory-mib", "4096", "--runner", "process"])
+            .args([
+                "--agent-vcpus",
+                "4",
+                "--agent-memory-mib",
+                "4096",
+                "--runner",
+                "process",
+            ])
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -163,7 +170,10 @@ impl Barge {
             if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/health", "").0 == 200 {
                 break;
             }
-            assert!(Instant::now() < deadline, "barge did not answer /health in {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "barge did not answer /health in {WAIT:?}"
+            );
             std::thread::sleep(POLL);
         }
         barge
@@ -175,7 +185,12 @@ impl Barge {
 
     /// An AWS Batch call, unsigned (only on a server without keys). Panics unless 200.
     pub fn api(&self, operation: &str, body: serde_json::Value) -> serde_json::Value {
-        let (status, _, text) = http(self.addr, "POST", &format!("/v1/{operation}"), &body.to_string());
+        let (status, _, text) = http(
+            self.addr,
+            "POST",
+            &format!("/v1/{operation}"),
+            &body.to_string(),
+        );
         assert_eq!(status, 200, "{operation}: {text}");
         serde_json::from_str(&text).expect("JSON answer")
     }
@@ -229,7 +244,10 @@ impl Browser {
         .expect("start chromedriver");
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen in {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen in {WAIT:?}"
+            );
             std::thread::sleep(POLL);
         }
         let mut caps = serde_json::Map::new();
@@ -271,21 +289,27 @@ impl Browser {
         self.client.goto(url).await.expect("navigate");
     }
 
+    /// Waits (bounded) for an element: after a click, the next page may still be loading.
+    pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(e) => return e,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("no element {css} within {WAIT:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .text()
-            .await
-            .expect("element text")
+        self.wait_for(css).await.text().await.expect("element text")
     }
 
     pub async fn value(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
+        self.wait_for(css)
             .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
             .prop("value")
             .await
             .expect("value")
@@ -301,35 +325,35 @@ impl Browser {
             .is_empty()
     }
 
+    /// Clicks `css` and waits (bounded) until `watch`'s text is no longer `before`: the
+    /// next page has replaced this one.
+    pub async fn click_and_wait_change(&self, css: &str, watch: &str) {
+        let before = self.text(watch).await;
+        self.click(css).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(e) = self.client.find(Locator::Css(watch)).await {
+                if e.text().await.is_ok_and(|t| t != before) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} did not change {watch}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Replaces a text field's content.
     pub async fn fill(&self, name: &str, value: &str) {
-        let e = self
-            .client
-            .find(Locator::Css(&format!("[name=\"{name}\"]")))
-            .await
-            .unwrap_or_else(|e| panic!("no field {name}: {e}"));
+        let e = self.wait_for(&format!("[name=\"{name}\"]")).await;
         e.clear().await.expect("clear");
         e.send_keys(value).await.expect("type");
     }
 
-    pub async fn select(&self, name: &str, value: &str) {
-        self.client
-            .find(Locator::Css(&format!("select[name=\"{name}\"]")))
-            .await
-            .unwrap_or_else(|e| panic!("no select {name}: {e}"))
-            .select_by_value(value)
-            .await
-            .expect("select");
-    }
-
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .click()
-            .await
-            .expect("click");
+        self.wait_for(css).await.click().await.expect("click");
     }
 
     /// The page's path (and query).

@@ -671,11 +671,18 @@ mod tests {
         let r = submit_form(
             &m,
             "compute-environment",
-            &[("computeEnvironmentName", "ce\"x"), ("type", "MANAGED"), ("computeResourcesType", "EC2"), ("maxvCpus", "lots")],
+            &[
+                ("computeEnvironmentName", "ce\"x"),
+                ("type", "MANAGED"),
+                ("computeResourcesType", "EC2"),
+                ("maxvCpus", "lots"),
+            ],
         );
         assert_eq!(r.status, 400);
         let html = String::from_utf8(r.body).unwrap();
-        let at = html.find("id=\"error-maxvCpus\"").expect("error next to maxvCpus");
+        let at = html
+            .find("id=\"error-maxvCpus\"")
+            .expect("error next to maxvCpus");
         assert!(html[at..].contains("computeResources.maxvCpus"));
         assert!(html.contains("value=\"lots\""));
         assert!(html.contains("value=\"ce&quot;x\""), "kept and escaped");
@@ -683,7 +690,12 @@ mod tests {
         let r = submit_form(
             &m,
             "compute-environment",
-            &[("computeEnvironmentName", "ce"), ("type", "MANAGED"), ("computeResourcesType", "EC2"), ("maxvCpus", "4")],
+            &[
+                ("computeEnvironmentName", "ce"),
+                ("type", "MANAGED"),
+                ("computeResourcesType", "EC2"),
+                ("maxvCpus", "4"),
+            ],
         );
         assert_eq!(r.status, 303);
         assert!(m.snapshot().compute_environments.contains_key("ce"));
@@ -695,11 +707,24 @@ mod tests {
         let r = submit_form(
             &m,
             "job",
-            &[("jobName", "j"), ("jobQueue", "nowhere"), ("jobDefinition", "d"), ("command", "echo 'open")],
+            &[
+                ("jobName", "j"),
+                ("jobQueue", "nowhere"),
+                ("jobDefinition", "d"),
+                ("command", "echo 'open"),
+            ],
         );
         let html = String::from_utf8(r.body).unwrap();
         assert!(html.contains("id=\"error-command\""), "{html}");
-        let r = submit_form(&m, "job", &[("jobName", "j"), ("jobQueue", "nowhere"), ("jobDefinition", "d")]);
+        let r = submit_form(
+            &m,
+            "job",
+            &[
+                ("jobName", "j"),
+                ("jobQueue", "nowhere"),
+                ("jobDefinition", "d"),
+            ],
+        );
         let html = String::from_utf8(r.body).unwrap();
         assert_eq!(r.status, 400);
         assert!(html.contains("class=\"form-error\""), "{html}");

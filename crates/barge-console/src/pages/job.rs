@@ -88,7 +88,7 @@ pub fn show<B: Backend>(
         let _ = write!(
             body,
             "<dt>Command</dt><dd><code>{}</code></dd>",
-            esc(&command.join(" "))
+            esc(&shell_words(command))
         );
     }
     body.push_str("</dl>");
@@ -138,36 +138,36 @@ pub fn show<B: Backend>(
         );
     }
 
-    // Timeline.
+    // Timeline, in time order (events of the same millisecond keep their natural order).
     body.push_str("<section><h2>Timeline</h2><table class=\"timeline\"><tbody>");
+    let mut events: Vec<(i64, String)> = Vec::new();
     let mut event = |what: String, at: Option<i64>| {
-        if at.is_some() {
-            let _ = write!(body, "<tr><td>{}</td><td>{what}</td></tr>", time(at));
+        if let Some(at) = at {
+            events.push((at, what));
         }
     };
     event("Created (SUBMITTED)".into(), Some(job.created_at));
     event("RUNNABLE".into(), job.runnable_at);
+    event("Job started".into(), job.started_at);
     for a in job.attempts.iter().chain(job.current.as_ref()) {
         event(
             format!("Attempt {}: placed on {}", a.number, esc(&a.agent_id)),
             Some(a.placed_at),
         );
         event(format!("Attempt {}: started", a.number), a.started_at);
-        event(
-            format!(
-                "Attempt {}: stopped{}",
-                a.number,
-                a.exit_code
-                    .map_or(String::new(), |c| format!(", exit code {c}"))
-            ),
-            a.stopped_at,
-        );
+        let exit = a
+            .exit_code
+            .map_or(String::new(), |c| format!(", exit code {c}"));
+        event(format!("Attempt {}: stopped{exit}", a.number), a.stopped_at);
     }
-    event("Job started".into(), job.started_at);
     event(
         format!("Job stopped ({})", job.status.as_str()),
         job.stopped_at,
     );
+    events.sort_by_key(|(at, _)| *at);
+    for (at, what) in events {
+        let _ = write!(body, "<tr><td>{}</td><td>{what}</td></tr>", time(Some(at)));
+    }
     body.push_str("</tbody></table></section>");
 
     // Attempts.
@@ -286,6 +286,24 @@ pub fn show<B: Backend>(
         200,
         page(&format!("Job {}", job.name), Nav::None, session, &body),
     )
+}
+
+/// A command as one would type it: arguments with spaces, quotes or other shell characters
+/// are single-quoted.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// statusSummary as a bar of one SVG rectangle per status (no inline styles: the console's
@@ -433,7 +451,10 @@ mod tests {
     #[test]
     fn what_a_job_carries_is_escaped_on_its_page() {
         let m = Memory::new();
-        m.call("createcomputeenvironment", json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}));
+        m.call(
+            "createcomputeenvironment",
+            json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}),
+        );
         m.call(
             "createjobqueue",
             json!({"jobQueueName": "q", "priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}]}),
@@ -448,10 +469,29 @@ mod tests {
             json!({"jobName": "j", "jobQueue": "q", "jobDefinition": "d",
                    "containerOverrides": {"command": ["echo", "<script>alert('x')</script>"]}}),
         );
-        let session = crate::auth::Auth::new(Default::default(), false).start("", 0).0;
-        let r = show(&m, &session, job["jobId"].as_str().unwrap(), &BTreeMap::new());
+        let session = crate::auth::Auth::new(Default::default(), false)
+            .start("", 0)
+            .0;
+        let r = show(
+            &m,
+            &session,
+            job["jobId"].as_str().unwrap(),
+            &BTreeMap::new(),
+        );
         let html = String::from_utf8(r.body).unwrap();
-        assert!(html.contains("echo &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+        let shown = esc(&shell_words(&[
+            "echo".into(),
+            "<script>alert('x')</script>".into(),
+        ]));
+        assert!(
+            shown.starts_with("echo &#39;&lt;script&gt;alert("),
+            "{shown}"
+        );
+        assert!(html.contains(&shown), "{html}");
+        assert_eq!(
+            shell_words(&["sh".into(), "-c".into(), "echo 'a b'".into(), "x".into()]),
+            r"sh -c 'echo '\''a b'\''' x"
+        );
         assert!(!html.contains("<script>alert"));
         // The waiting reason, as barge why gives it.
         assert!(html.contains("<h2>Why it is"), "{html}");

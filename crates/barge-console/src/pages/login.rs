@@ -11,7 +11,8 @@ use crate::{Response, Session};
 fn next_of(next: Option<&String>) -> String {
     match next {
         Some(n)
-            if crate::is_console_path(n.split('?').next().unwrap_or("")) && !n.contains("//")
+            if crate::is_console_path(n.split('?').next().unwrap_or(""))
+                && !n.contains("//")
                 && n.is_ascii() =>
         {
             n.clone()
