@@ -10,14 +10,10 @@ use fantoccini::Locator;
 use harness::{http, Barge, Browser, SERIAL};
 use serde_json::json;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Every main page answers 200 with a heading and without an error box, in the browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_pages_load() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start();
     let b = Browser::start().await;
     for (path, heading, shot) in [
@@ -76,7 +72,7 @@ async fn main_pages_load() {
 /// value the API refuses is shown next to its field with the input kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_create_resources_and_show_validation_next_to_the_field() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start();
     let b = Browser::start().await;
 
@@ -155,7 +151,7 @@ async fn forms_create_resources_and_show_validation_next_to_the_field() {
 /// stays open (no reload: a marker set in the page survives).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_submitted_from_the_form_runs_and_its_log_streams_live() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start();
     barge.api(
         "registerjobdefinition",
@@ -212,7 +208,7 @@ async fn a_job_submitted_from_the_form_runs_and_its_log_streams_live() {
 /// Cancel from the job page, with a reason; the page shows why the job waited before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_the_job_page() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start();
     // A queue whose environment has no hosts: its jobs wait in RUNNABLE.
     barge.api(
@@ -237,10 +233,7 @@ async fn cancel_from_the_job_page() {
     let id = job["jobId"].as_str().unwrap().to_string();
     let b = Browser::start().await;
     b.goto(&barge.url(&format!("/console/jobs/{id}"))).await;
-    assert_eq!(
-        b.text("section.why h2").await.starts_with("Why it is"),
-        true
-    );
+    assert!(b.text("section.why h2").await.starts_with("Why it is"));
     b.screenshot("job-page-waiting").await;
     b.fill("reason", "no longer needed").await;
     b.click("button[value=cancel]").await;
@@ -256,7 +249,7 @@ async fn cancel_from_the_job_page() {
 /// admitted; a form without the session's token is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_is_required_when_the_server_has_keys() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start_with_keys(Some(("AKIACONSOLE", "console-secret-1")));
     // Without a session: redirected to sign in; the API itself still wants signatures.
     let (status, head, _) = http(barge.addr, "GET", "/console/queues/default", "");
@@ -316,7 +309,7 @@ async fn sign_in_is_required_when_the_server_has_keys() {
 /// goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_lists_page_across_a_queue_of_hundreds() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let barge = Barge::start();
     barge.api(
         "createcomputeenvironment",

@@ -23,32 +23,30 @@ pub fn list<B: Backend>(
          <table class=\"definitions\"><thead><tr><th>Name</th><th class=\"num\">Revision</th><th>Status</th>\
          <th>Type</th><th>Image</th><th>Command</th><th></th></tr></thead><tbody>",
     );
-    // Revisions of one name are adjacent; show the latest of each name.
-    let start = (after.clone(), u32::MAX);
-    let mut shown = 0;
+    // The latest revision of each name, hopping from name to name through the map's order
+    // (two O(log n) lookups per name), so a name with many revisions costs no more.
+    let mut rows = Vec::new();
     let mut last_name: Option<String> = None;
     let mut more = false;
-    let range = state.job_definitions.range((
-        if after.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(start)
-        },
-        Bound::Unbounded,
-    ));
-    let mut rows: Vec<_> = Vec::new();
-    for ((name, _), def) in range {
-        if last_name.as_deref() == Some(name.as_str()) {
-            rows.pop();
-        } else {
-            if shown == DEFINITIONS_PAGE_ITEMS {
-                more = true;
-                break;
-            }
-            shown += 1;
-            last_name = Some(name.clone());
+    let mut from = if after.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded((after.clone(), u32::MAX))
+    };
+    while let Some(((name, _), _)) = state.job_definitions.range((from, Bound::Unbounded)).next() {
+        if rows.len() == DEFINITIONS_PAGE_ITEMS {
+            more = true;
+            break;
         }
-        rows.push(def.clone());
+        let name = name.clone();
+        let latest = state
+            .job_definitions
+            .range((name.clone(), 0)..=(name.clone(), u32::MAX))
+            .next_back()
+            .map(|(_, d)| d.clone());
+        rows.extend(latest);
+        from = Bound::Excluded((name.clone(), u32::MAX));
+        last_name = Some(name);
     }
     for def in &rows {
         let c = def.container_properties.as_ref();

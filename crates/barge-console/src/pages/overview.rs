@@ -94,11 +94,9 @@ pub fn show<B: Backend>(backend: &B, session: &Session) -> Response {
             num(r.and_then(|r| r.min_vcpus)),
             num(r.and_then(|r| r.desired_vcpus)),
             num(r.and_then(|r| r.max_vcpus).or(ce.unmanaged_vcpus)),
-            if capacity_milli == 0 {
-                "no capacity".to_string()
-            } else {
-                format!("{}%", used_milli * 100 / capacity_milli)
-            },
+            (used_milli * 100)
+                .checked_div(capacity_milli)
+                .map_or("no capacity".to_string(), |p| format!("{p}%")),
             hosts.len(),
         );
     }
