@@ -495,5 +495,29 @@ mod tests {
         assert!(!html.contains("<script>alert"));
         // The waiting reason, as barge why gives it.
         assert!(html.contains("<h2>Why it is"), "{html}");
+
+        // An array job: statusSummary as a bar, links to its (unborn) children, and a child
+        // links back to its parent.
+        let parent = m.call(
+            "submitjob",
+            json!({"jobName": "arr", "jobQueue": "q", "jobDefinition": "d",
+                   "arrayProperties": {"size": 5}}),
+        );
+        let pid = parent["jobId"].as_str().unwrap();
+        let html = String::from_utf8(show(&m, &session, pid, &BTreeMap::new()).body).unwrap();
+        assert!(html.contains("<svg class=\"summary\""), "{html}");
+        assert!(html.contains("<h2>Array of 5</h2>"));
+        for i in 0..5 {
+            assert!(html.contains(&format!(
+                "href=\"/console/jobs/{}\"",
+                url(&child_id(pid, i))
+            )));
+        }
+        let child = String::from_utf8(show(&m, &session, &child_id(pid, 3), &BTreeMap::new()).body)
+            .unwrap();
+        assert!(child.contains(&format!(
+            "<dt>Array parent</dt><dd><a href=\"/console/jobs/{}\"",
+            url(pid)
+        )));
     }
 }
