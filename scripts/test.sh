@@ -111,6 +111,9 @@ install_system_packages() {
     command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)   # rusqlite builds SQLite from source
     command -v sh >/dev/null 2>&1 || missing+=(dash)
     command -v sleep >/dev/null 2>&1 || missing+=(coreutils)
+    # The web console's browser tests (crates/barge-console-tests) drive a headless Chromium.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     # The Docker runner's tests import a rootfs of a static busybox as their image: no registry
     # is needed. Only where Docker is installed; without it those tests are skipped.
     if command -v docker >/dev/null 2>&1 && [[ ! -x /bin/busybox ]]; then

@@ -92,6 +92,15 @@ impl AccessKeys {
     pub fn len(&self) -> usize {
         self.secrets.len()
     }
+    /// Whether `secret_access_key` is the secret of `access_key_id` (the console's sign-in).
+    /// The comparison takes the same time wherever the secrets differ.
+    pub fn matches(&self, access_key_id: &str, secret_access_key: &str) -> bool {
+        let Some(secret) = self.secrets.get(access_key_id) else {
+            return false;
+        };
+        let (a, b) = (secret.as_bytes(), secret_access_key.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
     /// The access key ids, sorted (never the secrets).
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.secrets.keys().map(String::as_str)

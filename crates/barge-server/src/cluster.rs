@@ -54,6 +54,10 @@ pub(crate) async fn run(
     let app = http::App {
         local: Arc::new(ArcSwapOption::empty()),
         leader_url: Arc::new(ArcSwapOption::empty()),
+        console: Arc::new(barge_console::Console::new(
+            config.security.access_keys.clone(),
+            config.security.tls.is_some(),
+        )),
     };
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let server = {
@@ -66,6 +70,7 @@ pub(crate) async fn run(
         })
     };
     println!("Barge server at {endpoint}: AWS Batch and CloudWatch Logs, state in PostgreSQL");
+    println!("  web console at {endpoint}{}", barge_console::PREFIX);
     println!(
         "  one of several servers on one database: it leads when it holds the lease (time to live {} ms), and forwards to the leader otherwise; advertised as {advertise}",
         config.lease_ttl_ms

@@ -22,6 +22,8 @@ pub struct App {
     pub local: Arc<ArcSwapOption<Shared>>,
     /// The leader's advertised URL, while this server follows.
     pub leader_url: Arc<ArcSwapOption<String>>,
+    /// The web console at `/console` (its sign-in and per-boot session secret).
+    pub console: Arc<barge_console::Console>,
 }
 
 pub fn router(app: App) -> Router {
@@ -30,6 +32,9 @@ pub fn router(app: App) -> Router {
 
 async fn entry(AxState(app): AxState<App>, req: Request<Body>) -> Response {
     if let Some(shared) = app.local.load_full() {
+        if barge_console::is_console_path(req.uri().path()) {
+            return console(&app.console, &shared, req).await;
+        }
         return handle((*shared).clone(), req).await;
     }
     if req.uri().path() == "/health" {
@@ -150,6 +155,48 @@ async fn handle(shared: Shared, req: Request<Body>) -> Response {
             message: format!("{method} {p} is not an AWS Batch or CloudWatch Logs operation"),
         }),
     }
+}
+
+/// `/console…`: the web console, which checks its own sign-in (see security.rs).
+async fn console(
+    console: &barge_console::Console,
+    shared: &Shared,
+    req: Request<Body>,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, barge_console::limits::FORM_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    let request = barge_console::Request {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        cookie: parts
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join("; ")
+            .into(),
+        body,
+    };
+    let answer = console.handle(shared, &shared.logs, request).await;
+    let mut resp = Response::new(Body::from(answer.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = resp.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static(answer.content_type),
+    );
+    for (name, value) in answer.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.append(name, v);
+        }
+    }
+    resp
 }
 
 /// The job id in `/barge/v1/jobs/{jobId}/why`.

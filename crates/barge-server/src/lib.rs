@@ -104,6 +104,10 @@ pub async fn run_up(config: UpConfig) -> anyhow::Result<()> {
     let app = http::App {
         local: Arc::new(ArcSwapOption::from_pointee(leader.shared.clone())),
         leader_url: Arc::new(ArcSwapOption::empty()),
+        console: Arc::new(barge_console::Console::new(
+            config.security.access_keys.clone(),
+            config.security.tls.is_some(),
+        )),
     };
     serve(listener, app, &config, leader.shared.agents.clone()).await?;
     eprintln!("barge: shutting down: stopping running jobs");
@@ -146,6 +150,15 @@ async fn serve_until(
 
 fn print_banner(endpoint: &str, config: &UpConfig, local: Option<&plane::LocalAgent>) {
     println!("Barge is up: AWS Batch and CloudWatch Logs at {endpoint}");
+    println!(
+        "  web console at {endpoint}{}{}",
+        barge_console::PREFIX,
+        if config.security.requires_signatures() {
+            " (sign in with one of the access keys)"
+        } else {
+            ""
+        }
+    );
     match &config.database_url {
         None => println!("  data directory {}", config.data_dir.display()),
         Some(_) => println!("  state in PostgreSQL (--database-url)"),

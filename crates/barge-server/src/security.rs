@@ -3,8 +3,10 @@
 //! layer that verifies every request before it is routed.
 //!
 //! The verification sits in front of the one handler, so every path is covered, including
-//! paths added later, except `GET /health` (probes carry no credentials) and
-//! `/barge/agent/…` (agents authenticate with their own tokens).
+//! paths added later, except `GET /health` (probes carry no credentials),
+//! `/barge/agent/…` (agents authenticate with their own tokens) and `/console…` (browsers
+//! cannot sign requests: the console signs people in against the same keys and checks its
+//! session cookie on every request; see barge-console).
 
 use std::fmt;
 use std::io::Read;
@@ -232,7 +234,9 @@ struct Verifier {
 /// Paths that never need a signature. Matched on the raw path, as the handler routes on
 /// the raw path too: `/barge/agent/../v1/…` is no agent path and is not routed to `/v1/`.
 fn exempt(method: &Method, path: &str) -> bool {
-    (method == Method::GET && path == "/health") || path.starts_with("/barge/agent/")
+    (method == Method::GET && path == "/health")
+        || path.starts_with("/barge/agent/")
+        || barge_console::is_console_path(path)
 }
 
 /// The signing name of the API a request is for: CloudWatch Logs is `POST /`, everything
@@ -504,6 +508,11 @@ mod tests {
         assert!(!exempt(&Method::GET, "/barge/v1/jobs/x/why"));
         assert!(!exempt(&Method::POST, "/v1/submitjob"));
         assert!(!exempt(&Method::POST, "/barge/agentx"));
+        // The console checks its own sign-in; nothing else that merely starts alike is let by.
+        assert!(exempt(&Method::GET, "/console"));
+        assert!(exempt(&Method::POST, "/console/new/job"));
+        assert!(!exempt(&Method::GET, "/consoles"));
+        assert!(!exempt(&Method::POST, "/v1/console/x"));
         assert_eq!(service_of(&Method::POST, "/"), "logs");
         assert_eq!(service_of(&Method::POST, "/v1/describejobs"), "batch");
         assert_eq!(service_of(&Method::GET, "/barge/v1/jobs/x/why"), "batch");
