@@ -295,23 +295,22 @@ fn list<B: Backend>(b: &B, query: &str) -> Result<Value, ApiError> {
     let max = page_size("maxResults", max, SCHEDULES_PAGE_MAX, SCHEDULES_PAGE_MAX)?;
     let after = decode_token(&params.get("nextToken").cloned())?;
     let state = b.snapshot();
+    let mut last_name = String::new();
     let mut page = Vec::new();
     let mut next = None;
-    let range = match &after {
+    let range = match after {
         Some(a) => state
             .schedules
-            .range::<_, String>((std::ops::Bound::Excluded(a.clone()), std::ops::Bound::Unbounded)),
+            .range::<_, String>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
         None => state.schedules.range::<_, String>(..),
     };
     for (name, s) in range {
         if page.len() == max {
-            next = page
-                .last()
-                .and_then(|v: &Value| v["scheduleName"].as_str())
-                .map(encode_token);
+            // The token is the last name shown; the next page starts after it.
+            next = page.last().map(|_: &Value| encode_token(&last_name));
             break;
         }
-        let _ = name;
+        last_name = name.clone();
         page.push(render(&state, s));
     }
     Ok(compact(json!({ "schedules": page, "nextToken": next })))
@@ -322,8 +321,11 @@ fn query_params(query: &str) -> BTreeMap<String, String> {
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| {
-            let decode =
-                |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (decode(k), decode(v))
         })
         .collect()

@@ -41,7 +41,10 @@ fn refused_expressions_say_why() {
         ("every day", "is not cron("),
         ("cron(0 12 * * ?)", "has 5 fields; it needs 6"),
         ("cron(0 12 * * * *)", "cannot both have values"),
-        ("cron(0 12 ? * ? *)", "only one of day-of-month and day-of-week may be ?"),
+        (
+            "cron(0 12 ? * ? *)",
+            "only one of day-of-month and day-of-week may be ?",
+        ),
         ("cron(60 12 * * ? *)", "minutes: 60 is outside 0–59"),
         ("cron(0 24 * * ? *)", "hours: 24 is outside 0–23"),
         ("cron(0 12 32 * ? *)", "day-of-month: 32 is outside 1–31"),
@@ -66,10 +69,15 @@ fn refused_expressions_say_why() {
     ];
     for (expr, want) in cases {
         let err = parse_expression(expr).expect_err(expr);
-        assert!(err.contains(want), "{expr}: {err:?} should contain {want:?}");
+        assert!(
+            err.contains(want),
+            "{expr}: {err:?} should contain {want:?}"
+        );
     }
     let long = format!("cron({})", "1,".repeat(200));
-    assert!(parse_expression(&long).unwrap_err().contains("longer than 256"));
+    assert!(parse_expression(&long)
+        .unwrap_err()
+        .contains("longer than 256"));
 }
 
 #[test]
@@ -94,48 +102,161 @@ fn accepted_expressions() {
 
 #[test]
 fn time_zones_come_from_the_bundled_database() {
-    for tz in ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"] {
+    for tz in [
+        "UTC",
+        "Europe/Paris",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Australia/Lord_Howe",
+    ] {
         parse_time_zone(tz).unwrap();
     }
     let err = parse_time_zone("Mars/Olympus_Mons").unwrap_err();
     assert!(err.contains("is not an IANA time zone name"), "{err}");
-    assert!(parse_time_zone("").unwrap_err().contains("must not be empty"));
+    assert!(parse_time_zone("")
+        .unwrap_err()
+        .contains("must not be empty"));
 }
 
 #[test]
 fn cron_next_fire_table() {
     let cases: &[(&str, &str, &str, &str)] = &[
         // (expression, zone, after, next)
-        ("cron(0 12 * * ? *)", "UTC", "2026-11-21T11:59:59Z", "2026-11-21T12:00:00Z"),
+        (
+            "cron(0 12 * * ? *)",
+            "UTC",
+            "2026-11-21T11:59:59Z",
+            "2026-11-21T12:00:00Z",
+        ),
         // Strictly after: a fire time itself is not returned again.
-        ("cron(0 12 * * ? *)", "UTC", "2026-11-21T12:00:00Z", "2026-11-22T12:00:00Z"),
-        ("cron(0 12 * * ? *)", "Europe/Paris", "2026-11-21T00:00:00Z", "2026-11-21T11:00:00Z"),
-        ("cron(0 12 * * ? *)", "Europe/Paris", "2026-07-01T00:00:00Z", "2026-07-01T10:00:00Z"),
-        ("cron(30 9 * * ? *)", "Asia/Kolkata", "2026-11-21T00:00:00Z", "2026-11-21T04:00:00Z"),
-        ("cron(0/20 * * * ? *)", "UTC", "2026-11-21T10:41:00Z", "2026-11-21T11:00:00Z"),
-        ("cron(10/20 * * * ? *)", "UTC", "2026-11-21T10:51:00Z", "2026-11-21T11:10:00Z"),
+        (
+            "cron(0 12 * * ? *)",
+            "UTC",
+            "2026-11-21T12:00:00Z",
+            "2026-11-22T12:00:00Z",
+        ),
+        (
+            "cron(0 12 * * ? *)",
+            "Europe/Paris",
+            "2026-11-21T00:00:00Z",
+            "2026-11-21T11:00:00Z",
+        ),
+        (
+            "cron(0 12 * * ? *)",
+            "Europe/Paris",
+            "2026-07-01T00:00:00Z",
+            "2026-07-01T10:00:00Z",
+        ),
+        (
+            "cron(30 9 * * ? *)",
+            "Asia/Kolkata",
+            "2026-11-21T00:00:00Z",
+            "2026-11-21T04:00:00Z",
+        ),
+        (
+            "cron(0/20 * * * ? *)",
+            "UTC",
+            "2026-11-21T10:41:00Z",
+            "2026-11-21T11:00:00Z",
+        ),
+        (
+            "cron(10/20 * * * ? *)",
+            "UTC",
+            "2026-11-21T10:51:00Z",
+            "2026-11-21T11:10:00Z",
+        ),
         // 2026-11-21 is a Saturday: MON-FRI goes to Monday.
-        ("cron(0 8 ? * MON-FRI *)", "UTC", "2026-11-21T00:00:00Z", "2026-11-23T08:00:00Z"),
-        ("cron(0 8 ? * 1 *)", "UTC", "2026-11-21T00:00:00Z", "2026-11-22T08:00:00Z"),
+        (
+            "cron(0 8 ? * MON-FRI *)",
+            "UTC",
+            "2026-11-21T00:00:00Z",
+            "2026-11-23T08:00:00Z",
+        ),
+        (
+            "cron(0 8 ? * 1 *)",
+            "UTC",
+            "2026-11-21T00:00:00Z",
+            "2026-11-22T08:00:00Z",
+        ),
         // Last day of the month, February of a leap year and not.
-        ("cron(0 0 L * ? *)", "UTC", "2027-02-01T00:00:00Z", "2027-02-28T00:00:00Z"),
-        ("cron(0 0 L * ? *)", "UTC", "2028-02-01T00:00:00Z", "2028-02-29T00:00:00Z"),
+        (
+            "cron(0 0 L * ? *)",
+            "UTC",
+            "2027-02-01T00:00:00Z",
+            "2027-02-28T00:00:00Z",
+        ),
+        (
+            "cron(0 0 L * ? *)",
+            "UTC",
+            "2028-02-01T00:00:00Z",
+            "2028-02-29T00:00:00Z",
+        ),
         // Last weekday: 2026-05-31 is a Sunday.
-        ("cron(0 0 LW * ? *)", "UTC", "2026-05-01T00:00:00Z", "2026-05-29T00:00:00Z"),
+        (
+            "cron(0 0 LW * ? *)",
+            "UTC",
+            "2026-05-01T00:00:00Z",
+            "2026-05-29T00:00:00Z",
+        ),
         // Nearest weekday: 2026-11-15 is a Sunday → Monday the 16th; 2026-08-01 a Saturday →
         // Monday the 3rd (never the month before); 2026-05-31 a Sunday → Friday the 29th.
-        ("cron(0 0 15W * ? *)", "UTC", "2026-11-01T00:00:00Z", "2026-11-16T00:00:00Z"),
-        ("cron(0 0 1W * ? *)", "UTC", "2026-07-02T00:00:00Z", "2026-08-03T00:00:00Z"),
-        ("cron(0 0 31W * ? *)", "UTC", "2026-05-01T00:00:00Z", "2026-05-29T00:00:00Z"),
+        (
+            "cron(0 0 15W * ? *)",
+            "UTC",
+            "2026-11-01T00:00:00Z",
+            "2026-11-16T00:00:00Z",
+        ),
+        (
+            "cron(0 0 1W * ? *)",
+            "UTC",
+            "2026-07-02T00:00:00Z",
+            "2026-08-03T00:00:00Z",
+        ),
+        (
+            "cron(0 0 31W * ? *)",
+            "UTC",
+            "2026-05-01T00:00:00Z",
+            "2026-05-29T00:00:00Z",
+        ),
         // 31W in a 30-day month does not fire.
-        ("cron(0 0 31W 6,7 ? *)", "UTC", "2026-06-01T00:00:00Z", "2026-07-31T00:00:00Z"),
+        (
+            "cron(0 0 31W 6,7 ? *)",
+            "UTC",
+            "2026-06-01T00:00:00Z",
+            "2026-07-31T00:00:00Z",
+        ),
         // Last Friday; third Friday; fifth Friday (skips months with four).
-        ("cron(0 18 ? * 6L *)", "UTC", "2026-11-01T00:00:00Z", "2026-11-27T18:00:00Z"),
-        ("cron(0 18 ? * FRI#3 *)", "UTC", "2026-11-01T00:00:00Z", "2026-11-20T18:00:00Z"),
-        ("cron(0 18 ? * 6#5 *)", "UTC", "2026-11-01T00:00:00Z", "2027-01-29T18:00:00Z"),
+        (
+            "cron(0 18 ? * 6L *)",
+            "UTC",
+            "2026-11-01T00:00:00Z",
+            "2026-11-27T18:00:00Z",
+        ),
+        (
+            "cron(0 18 ? * FRI#3 *)",
+            "UTC",
+            "2026-11-01T00:00:00Z",
+            "2026-11-20T18:00:00Z",
+        ),
+        (
+            "cron(0 18 ? * 6#5 *)",
+            "UTC",
+            "2026-11-01T00:00:00Z",
+            "2027-01-29T18:00:00Z",
+        ),
         // Years.
-        ("cron(0 0 1 1 ? 2030)", "UTC", "2026-11-21T00:00:00Z", "2030-01-01T00:00:00Z"),
-        ("cron(0 0 29 2 ? *)", "UTC", "2026-11-21T00:00:00Z", "2028-02-29T00:00:00Z"),
+        (
+            "cron(0 0 1 1 ? 2030)",
+            "UTC",
+            "2026-11-21T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+        ),
+        (
+            "cron(0 0 29 2 ? *)",
+            "UTC",
+            "2026-11-21T00:00:00Z",
+            "2028-02-29T00:00:00Z",
+        ),
     ];
     for (expr, tz, after, want) in cases {
         assert_eq!(
@@ -144,15 +265,26 @@ fn cron_next_fire_table() {
             "{expr} in {tz} after {after}"
         );
     }
-    assert_eq!(next("cron(0 0 1 1 ? 2025)", "UTC", "2026-01-01T00:00:00Z"), None);
-    assert_eq!(next("cron(0 0 31 2 ? *)", "UTC", "2026-01-01T00:00:00Z"), None);
+    assert_eq!(
+        next("cron(0 0 1 1 ? 2025)", "UTC", "2026-01-01T00:00:00Z"),
+        None
+    );
+    assert_eq!(
+        next("cron(0 0 31 2 ? *)", "UTC", "2026-01-01T00:00:00Z"),
+        None
+    );
 }
 
 #[test]
 fn a_skipped_local_time_is_moved_forward_by_the_gap() {
     // New York springs forward on 2026-03-08: 02:00 EST becomes 03:00 EDT.
     assert_eq!(
-        fires("cron(30 2 * * ? *)", "America/New_York", "2026-03-07T00:00:00Z", 3),
+        fires(
+            "cron(30 2 * * ? *)",
+            "America/New_York",
+            "2026-03-07T00:00:00Z",
+            3
+        ),
         [
             "2026-03-07T07:30:00Z", // 02:30 EST
             "2026-03-08T07:30:00Z", // 02:30 does not exist: 03:30 EDT
@@ -161,7 +293,12 @@ fn a_skipped_local_time_is_moved_forward_by_the_gap() {
     );
     // Hourly: 02:00 moves onto 03:00, which fires once.
     assert_eq!(
-        fires("cron(0 * * * ? *)", "America/New_York", "2026-03-08T05:30:00Z", 3),
+        fires(
+            "cron(0 * * * ? *)",
+            "America/New_York",
+            "2026-03-08T05:30:00Z",
+            3
+        ),
         [
             "2026-03-08T06:00:00Z", // 01:00 EST
             "2026-03-08T07:00:00Z", // 03:00 EDT (02:00 moved onto it)
@@ -170,7 +307,12 @@ fn a_skipped_local_time_is_moved_forward_by_the_gap() {
     );
     // Lord Howe Island moves its clocks by 30 minutes (02:00 → 02:30 on 2026-10-04).
     assert_eq!(
-        fires("cron(15 2 * * ? *)", "Australia/Lord_Howe", "2026-10-02T00:00:00Z", 2),
+        fires(
+            "cron(15 2 * * ? *)",
+            "Australia/Lord_Howe",
+            "2026-10-02T00:00:00Z",
+            2
+        ),
         [
             "2026-10-02T15:45:00Z", // 02:15 +10:30 on the 3rd
             "2026-10-03T15:45:00Z", // 02:15 does not exist on the 4th: 02:45 +11:00
@@ -182,7 +324,12 @@ fn a_skipped_local_time_is_moved_forward_by_the_gap() {
 fn a_repeated_local_time_fires_once() {
     // New York falls back on 2026-11-01: 01:00–02:00 happens twice (EDT, then EST).
     assert_eq!(
-        fires("cron(30 1 * * ? *)", "America/New_York", "2026-10-31T12:00:00Z", 3),
+        fires(
+            "cron(30 1 * * ? *)",
+            "America/New_York",
+            "2026-10-31T12:00:00Z",
+            3
+        ),
         [
             "2026-11-01T05:30:00Z", // 01:30 EDT, the first of the two
             "2026-11-02T06:30:00Z", // 01:30 EST the next day
@@ -191,7 +338,12 @@ fn a_repeated_local_time_fires_once() {
     );
     // Every 30 minutes: the repeated hour is not walked twice.
     assert_eq!(
-        fires("cron(0/30 * * * ? *)", "America/New_York", "2026-11-01T04:45:00Z", 5),
+        fires(
+            "cron(0/30 * * * ? *)",
+            "America/New_York",
+            "2026-11-01T04:45:00Z",
+            5
+        ),
         [
             "2026-11-01T05:00:00Z", // 01:00 EDT
             "2026-11-01T05:30:00Z", // 01:30 EDT
@@ -209,27 +361,53 @@ fn rate_counts_real_time_from_its_anchor() {
     let anchor = ms("2026-03-08T00:00:00Z");
     let h = 3_600_000;
     assert_eq!(e.next_after(&tz, anchor, anchor), Some(anchor + 2 * h));
-    assert_eq!(e.next_after(&tz, anchor, anchor + 2 * h), Some(anchor + 4 * h));
-    assert_eq!(e.next_after(&tz, anchor, anchor + 2 * h - 1), Some(anchor + 2 * h));
+    assert_eq!(
+        e.next_after(&tz, anchor, anchor + 2 * h),
+        Some(anchor + 4 * h)
+    );
+    assert_eq!(
+        e.next_after(&tz, anchor, anchor + 2 * h - 1),
+        Some(anchor + 2 * h)
+    );
     // Before the anchor: the first period after it.
-    assert_eq!(e.next_after(&tz, anchor, anchor - 5 * h), Some(anchor + 2 * h));
+    assert_eq!(
+        e.next_after(&tz, anchor, anchor - 5 * h),
+        Some(anchor + 2 * h)
+    );
     // Across the DST change nothing shifts: still every 2 real hours.
-    assert_eq!(e.next_after(&tz, anchor, anchor + 9 * h), Some(anchor + 10 * h));
+    assert_eq!(
+        e.next_after(&tz, anchor, anchor + 9 * h),
+        Some(anchor + 10 * h)
+    );
 }
 
 #[test]
 fn at_fires_once_in_its_zone() {
     assert_eq!(
-        next("at(2027-01-31T09:30:00)", "Europe/Paris", "2026-11-21T00:00:00Z").as_deref(),
+        next(
+            "at(2027-01-31T09:30:00)",
+            "Europe/Paris",
+            "2026-11-21T00:00:00Z"
+        )
+        .as_deref(),
         Some("2027-01-31T08:30:00Z")
     );
     assert_eq!(
-        next("at(2027-01-31T09:30:00)", "Europe/Paris", "2027-01-31T08:30:00Z"),
+        next(
+            "at(2027-01-31T09:30:00)",
+            "Europe/Paris",
+            "2027-01-31T08:30:00Z"
+        ),
         None
     );
     // In a gap, moved forward like cron.
     assert_eq!(
-        next("at(2026-03-08T02:30:00)", "America/New_York", "2026-01-01T00:00:00Z").as_deref(),
+        next(
+            "at(2026-03-08T02:30:00)",
+            "America/New_York",
+            "2026-01-01T00:00:00Z"
+        )
+        .as_deref(),
         Some("2026-03-08T07:30:00Z")
     );
 }
@@ -331,7 +509,18 @@ proptest! {
 
 #[test]
 fn expression_kinds() {
-    assert!(matches!(parse_expression("rate(1 day)"), Ok(Expression::Rate { period_ms: 86_400_000 })));
-    assert!(matches!(parse_expression("at(2027-01-01T00:00:00)"), Ok(Expression::At(_))));
-    assert!(matches!(parse_expression("cron(0 0 * * ? *)"), Ok(Expression::Cron(_))));
+    assert!(matches!(
+        parse_expression("rate(1 day)"),
+        Ok(Expression::Rate {
+            period_ms: 86_400_000
+        })
+    ));
+    assert!(matches!(
+        parse_expression("at(2027-01-01T00:00:00)"),
+        Ok(Expression::At(_))
+    ));
+    assert!(matches!(
+        parse_expression("cron(0 0 * * ? *)"),
+        Ok(Expression::Cron(_))
+    ));
 }

@@ -17,7 +17,9 @@ use serde_json::Map;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::{agents, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared, UpConfig};
+use crate::{
+    agents, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared, UpConfig,
+};
 
 /// The local agent's link to the control plane: reports become writer commands.
 struct LocalControlPlane {

@@ -30,13 +30,14 @@ fn find(state: &State, name: &str) -> Result<Schedule, CoreError> {
         .ok_or_else(|| CoreError::NotFound(format!("schedule {name} does not exist")))
 }
 
-/// The expression and time zone, checked; and that the schedule fires at least once more.
+/// The expression and time zone, checked; and, when ENABLED, that the schedule fires at
+/// least once more.
 fn check_timing(s: &Schedule, clock_ms: i64) -> Result<(), CoreError> {
     let e = parse_expression(&s.expression)
         .map_err(|m| CoreError::Invalid(format!("scheduleExpression {m}")))?;
     let tz = parse_time_zone(&s.time_zone)
         .map_err(|m| CoreError::Invalid(format!("scheduleExpressionTimezone {m}")))?;
-    if e.next_after(&tz, s.anchor_ms, clock_ms).is_none() {
+    if s.state == ResourceState::Enabled && e.next_after(&tz, s.anchor_ms, clock_ms).is_none() {
         let what = match e {
             Expression::At(_) => "names a time that has already passed",
             _ => "never fires again",
@@ -138,9 +139,7 @@ pub(super) fn update_schedule(
         // A changed expression counts its rate from now, and a re-enabled schedule does not
         // catch up on what it missed while disabled.
         s.anchor_ms = clock_ms;
-        if s.state == ResourceState::Enabled {
-            check_timing(&s, clock_ms)?;
-        }
+        check_timing(&s, clock_ms)?;
         s.next_fire_at = s.next_after(clock_ms);
     }
     s.updated_at = now;
