@@ -298,3 +298,30 @@ def test_schedules_survive_a_restart(srv, batch, clock, echo_def):
     assert s["firedCount"] == 2
     wait_for(batch_client(srv), s["lastJobId"], "SUCCEEDED")
     delete(srv, name)
+
+
+def test_signed_like_the_rest_when_access_keys_are_on(server_factory):
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from barge_helpers import REGION, error_code
+
+    akid, secret = "AKIASCHEDULES", "schedules-secret"
+    srv = server_factory(uniq("sched-signed"),
+                         extra_env={"BARGE_ACCESS_KEY_ID": akid, "BARGE_SECRET_ACCESS_KEY": secret})
+    r = requests.get(url(srv), timeout=HTTP_TIMEOUT_S)
+    assert (r.status_code, error_code(r)) == (403, "MissingAuthenticationTokenException"), r.text
+
+    def send(method: str, target: str, body: bytes = b"") -> requests.Response:
+        req = AWSRequest(method=method, url=target, data=body, headers={"Content-Type": "application/json"})
+        botocore.auth.SigV4Auth(Credentials(akid, secret), "batch", REGION).add_auth(req)
+        return requests.request(method, req.url, data=body, headers=dict(req.headers.items()),
+                                timeout=HTTP_TIMEOUT_S)
+
+    r = send("GET", url(srv) + "?maxResults=5")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"schedules": []}
+    # Signed and read: the refusal is the API's own.
+    r = send("POST", url(srv), b'{"scheduleName": "x", "scheduleExpression": "rate(1 day)"}')
+    assert_client_exception(r, ["jobTemplate"])
