@@ -185,7 +185,7 @@ pub(super) fn fire_schedules(
         let Some(s) = state.schedules.get(&name) else {
             continue;
         };
-        if s.state != ResourceState::Enabled || !s.next_fire_at.is_some_and(|t| t <= clock_ms) {
+        if s.state != ResourceState::Enabled || s.next_fire_at.is_none_or(|t| t > clock_ms) {
             continue;
         }
         let mut s = (**s).clone();
