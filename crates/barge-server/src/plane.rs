@@ -17,7 +17,9 @@ use serde_json::Map;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::{agents, limits, scheduler, timers, writer, LocalAgentConfig, Shared, UpConfig};
+use crate::{
+    agents, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared, UpConfig,
+};
 
 /// The local agent's link to the control plane: reports become writer commands.
 struct LocalControlPlane {
@@ -182,6 +184,9 @@ impl Leader {
         loops.push((stop, task));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(timers::run(shared.clone(), stop.clone()));
+        loops.push((stop, task));
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(schedules::run(shared.clone(), stop.clone()));
         loops.push((stop, task));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(agents::watch_heartbeats(
