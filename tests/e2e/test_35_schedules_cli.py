@@ -210,6 +210,8 @@ def test_the_apis_refusals_exit_1_with_its_message(srv, batch):
 
     bad_overlap = barge(srv, "schedules", "create", "x", "--expression", "rate(1 hour)", "--overlap", "SOMETIMES")
     assert bad_overlap.returncode == USAGE and "CANCEL_PREVIOUS" in bad_overlap.stderr
+    no_expression = barge(srv, "schedules", "create", "x", "--job-name", "x")
+    assert no_expression.returncode == USAGE and "--expression" in no_expression.stderr
     nobody = f"http://127.0.0.1:{free_port()}"
     out = barge(nobody, "schedules", "list")
     assert out.returncode == UNREACHABLE and f"cannot reach Barge at {nobody}" in out.stderr

@@ -87,6 +87,8 @@ struct ScheduleFlags {
 }
 
 #[derive(clap::Args)]
+// A schedule needs an expression; an update may leave it as it is.
+#[command(mut_arg("expression", |a| a.required(true)))]
 struct CreateArgs {
     /// The schedule's name (letters, digits, - and _; up to 128).
     name: String,
@@ -537,10 +539,39 @@ mod tests {
     #[test]
     fn bad_values_are_usage_errors() {
         for bad in [
-            &["create", "s", "--overlap", "SOMETIMES"][..],
-            &["create", "s", "--state", "ON"],
-            &["create", "s", "--job-template", "[1]"],
-            &["create", "s", "--schedule-tags", "novalue"],
+            &[
+                "create",
+                "s",
+                "--expression",
+                "rate(1 hour)",
+                "--overlap",
+                "SOMETIMES",
+            ][..],
+            &[
+                "create",
+                "s",
+                "--expression",
+                "rate(1 hour)",
+                "--state",
+                "ON",
+            ],
+            &[
+                "create",
+                "s",
+                "--expression",
+                "rate(1 hour)",
+                "--job-template",
+                "[1]",
+            ],
+            &[
+                "create",
+                "s",
+                "--expression",
+                "rate(1 hour)",
+                "--schedule-tags",
+                "novalue",
+            ],
+            &["create", "s", "--job-name", "n"],
             &["update"],
             &["enable"],
         ] {
