@@ -258,6 +258,8 @@ def test_skip_does_not_overlap(srv, batch, clock, sleep_def):
     assert s["activeJobIds"] == [first]
     batch.terminate_job(jobId=first, reason="test over")
     wait_for(batch, first, "FAILED")
+    # A finished run is no longer shown as active, even before the schedule next fires.
+    assert describe(srv, name).get("activeJobIds", []) == []
     s = fire(srv, clock, name)
     assert (s["firedCount"], s["skippedCount"]) == (2, 1)
     assert s["lastJobId"] != first

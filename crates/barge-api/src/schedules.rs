@@ -259,7 +259,14 @@ fn describe<B: Backend>(b: &B, name: &str) -> Result<Value, ApiError> {
 }
 
 /// A schedule as the API shows it. Times are epoch milliseconds, as AWS Batch's are.
-pub fn render(_state: &State, s: &Schedule) -> Value {
+pub fn render(state: &State, s: &Schedule) -> Value {
+    // The stored list is pruned only when the schedule next fires; what is shown is the runs
+    // that are still unfinished now.
+    let active: Vec<&String> = s
+        .active_job_ids
+        .iter()
+        .filter(|id| !barge_core::apply::schedules::finished(state, id))
+        .collect();
     compact(json!({
         "scheduleName": s.name,
         "scheduleArn": s.arn,
@@ -275,7 +282,7 @@ pub fn render(_state: &State, s: &Schedule) -> Value {
         "nextFireAt": s.next_fire_at,
         "lastFiredAt": s.last_fired_at,
         "lastJobId": s.last_job_id,
-        "activeJobIds": s.active_job_ids,
+        "activeJobIds": active,
         "firedCount": s.fired,
         "skippedCount": s.skipped,
         "failedCount": s.failed,

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{
-    agents, events, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared, UpConfig,
+    agents, events, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared,
+    UpConfig,
 };
 
 /// The local agent's link to the control plane: reports become writer commands.

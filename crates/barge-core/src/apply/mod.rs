@@ -24,7 +24,7 @@ mod multinode;
 mod policies;
 mod queues;
 mod reconcile;
-mod schedules;
+pub mod schedules;
 mod tags;
 
 use attempts::*;

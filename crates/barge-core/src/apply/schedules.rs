@@ -161,7 +161,8 @@ pub(super) fn delete_schedule(
     Ok(Reply::Done)
 }
 
-fn finished(state: &State, job_id: &str) -> bool {
+/// Whether a schedule's run has finished (or is gone): it no longer counts as overlapping.
+pub fn finished(state: &State, job_id: &str) -> bool {
     state
         .jobs
         .get(job_id)

@@ -343,10 +343,9 @@ fn summary(s: &Value) -> String {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    // The runs the overlap policy looks at; the API drops finished ones only when it fires, so
-    // they are not all unfinished.
+    // The unfinished runs: what the overlap policy looks at when the schedule next fires.
     if !active.is_empty() {
-        line("tracked runs", active.join(", "));
+        line("active runs", active.join(", "));
     }
     let count = |k: &str| s[k].as_u64().unwrap_or(0);
     line(
