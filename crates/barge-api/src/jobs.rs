@@ -21,7 +21,7 @@ use crate::Backend;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SubmitInput {
+pub(crate) struct SubmitInput {
     job_name: String,
     job_queue: String,
     job_definition: String,
@@ -52,6 +52,17 @@ struct ArrayPropertiesInput {
 
 pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     let i: SubmitInput = parse(body)?;
+    let s = check_submit(i, b.new_id())?;
+    let Reply::Job { id, name } = b.execute(Command::SubmitJob(Box::new(s))).await? else {
+        return Err(ApiError::server("unexpected reply to SubmitJob"));
+    };
+    let arn = b.snapshot().identity.job_arn(&id);
+    Ok(json!({ "jobArn": arn, "jobName": name, "jobId": id }))
+}
+
+/// A SubmitJob request's checks of shapes and ranges (the core checks what depends on state).
+/// Schedules check their job templates with it too.
+pub(crate) fn check_submit(i: SubmitInput, job_id: String) -> Result<SubmitJob, ApiError> {
     check_job_name(&i.job_name)?;
     non_empty("jobQueue", &i.job_queue)?;
     non_empty("jobDefinition", &i.job_definition)?;
@@ -95,8 +106,7 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(id) = &i.share_identifier {
         check_share_identifier("shareIdentifier", id).map_err(ApiError::client)?;
     }
-    let job_id = b.new_id();
-    let s = SubmitJob {
+    Ok(SubmitJob {
         job_id,
         name: i.job_name,
         queue: i.job_queue,
@@ -112,12 +122,7 @@ pub async fn submit<B: Backend>(b: &B, body: &[u8]) -> Result<Value, ApiError> {
         share_identifier: i.share_identifier,
         scheduling_priority_override: i.scheduling_priority_override,
         array_size,
-    };
-    let Reply::Job { id, name } = b.execute(Command::SubmitJob(Box::new(s))).await? else {
-        return Err(ApiError::server("unexpected reply to SubmitJob"));
-    };
-    let arn = b.snapshot().identity.job_arn(&id);
-    Ok(json!({ "jobArn": arn, "jobName": name, "jobId": id }))
+    })
 }
 
 /// The attempt whose container fields a job shows: the live one, else the last.

@@ -21,6 +21,7 @@ pub mod extensions;
 mod jobs;
 pub mod logs;
 mod policies;
+pub mod schedules;
 pub mod sigv4;
 mod tags;
 pub mod wire;
@@ -41,6 +42,11 @@ pub trait Backend: Send + Sync {
     fn new_id(&self) -> String;
     /// Wall-clock time, epoch milliseconds.
     fn now_ms(&self) -> i64;
+    /// The schedules' clock, epoch milliseconds: what decides when schedules fire. The wall
+    /// clock unless a test injects another (docs/schedules.md).
+    fn schedule_clock_ms(&self) -> i64 {
+        self.now_ms()
+    }
 }
 
 /// A rendered answer: status, JSON body, and the error code header when it is an error.

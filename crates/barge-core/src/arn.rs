@@ -37,6 +37,10 @@ impl Identity {
     pub fn scheduling_policy_arn(&self, name: &str) -> String {
         self.batch(&format!("scheduling-policy/{name}"))
     }
+    /// A Barge schedule (AWS Batch has none; the same account and region as the rest).
+    pub fn schedule_arn(&self, name: &str) -> String {
+        self.batch(&format!("schedule/{name}"))
+    }
     pub fn job_arn(&self, job_id: &str) -> String {
         self.batch(&format!("job/{job_id}"))
     }

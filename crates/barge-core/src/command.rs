@@ -97,6 +97,37 @@ pub enum Command {
     DeleteSchedulingPolicy {
         reference: String,
     },
+    /// A new schedule; its next fire time is computed from `clock_ms`, the schedules' clock.
+    CreateSchedule {
+        schedule: Box<crate::schedule::Schedule>,
+        clock_ms: i64,
+    },
+    UpdateSchedule {
+        update: Box<ScheduleUpdate>,
+        clock_ms: i64,
+    },
+    DeleteSchedule {
+        name: String,
+    },
+    /// Fires the named schedules that are still due at `clock_ms`, each once, the job it
+    /// submits taking the id given beside it (see `apply/schedules.rs`).
+    FireSchedules {
+        clock_ms: i64,
+        fires: Vec<(String, String)>,
+    },
+}
+
+/// What UpdateSchedule changes; None keeps the current value.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleUpdate {
+    pub name: String,
+    pub description: Option<String>,
+    pub expression: Option<String>,
+    pub time_zone: Option<String>,
+    pub state: Option<ResourceState>,
+    pub overlap_policy: Option<crate::schedule::OverlapPolicy>,
+    pub template: Option<crate::schedule::JobTemplate>,
+    pub tags: Option<Tags>,
 }
 
 impl Command {
@@ -128,6 +159,10 @@ impl Command {
             Command::CreateSchedulingPolicy(_) => "CreateSchedulingPolicy",
             Command::UpdateSchedulingPolicy { .. } => "UpdateSchedulingPolicy",
             Command::DeleteSchedulingPolicy { .. } => "DeleteSchedulingPolicy",
+            Command::CreateSchedule { .. } => "CreateSchedule",
+            Command::UpdateSchedule { .. } => "UpdateSchedule",
+            Command::DeleteSchedule { .. } => "DeleteSchedule",
+            Command::FireSchedules { .. } => "FireSchedules",
         }
     }
 }
@@ -225,6 +260,9 @@ pub enum Reply {
     SchedulingPolicy {
         name: String,
     },
+    Schedule {
+        name: String,
+    },
     /// How many placements of a scheduler pass were committed (a whole gang counts as one).
     Placed {
         placed: usize,
@@ -249,6 +287,8 @@ pub enum Key {
     /// A registered agent (host), by id: stored so that remote agents keep their work when
     /// the control plane restarts or another server takes over.
     Agent(String),
+    /// A schedule (`schedule::Schedule`), by name.
+    Schedule(String),
 }
 
 /// A log event to store, in stream order.

@@ -21,6 +21,7 @@ pub mod multinode;
 pub mod reason;
 pub mod resources;
 pub mod scaling;
+pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod stored;

@@ -173,3 +173,28 @@ pub const SCALING_LAUNCHES_PER_PLAN_MAX: usize = 64;
 /// failure in a row up to the maximum: a broken provider is retried, not hammered.
 pub const SCALING_LAUNCH_BACKOFF_MS_INITIAL: i64 = 2_000;
 pub const SCALING_LAUNCH_BACKOFF_MS_MAX: i64 = 300_000;
+
+/// Schedules one server holds. Each is checked once a second by the firing loop and may submit
+/// a job each time it fires, so the bound keeps both the check and a burst of fires small.
+pub const SCHEDULES_MAX: usize = 1_000;
+/// A scheduleExpression's length (EventBridge Scheduler: 256).
+pub const SCHEDULE_EXPRESSION_CHARS_MAX: usize = 256;
+/// A schedule's description (EventBridge Scheduler: 512).
+pub const SCHEDULE_DESCRIPTION_CHARS_MAX: usize = 512;
+/// The jobs of one schedule that are remembered as possibly unfinished (for the overlap
+/// policy). With ALLOW, runs may pile up; the oldest beyond this are forgotten (not stopped),
+/// so a schedule's row stays small.
+pub const SCHEDULE_ACTIVE_JOBS_MAX: usize = 100;
+/// Schedules fired by one FireSchedules command; more due at once take several commands, so
+/// one command (one transaction) stays short.
+pub const SCHEDULE_FIRES_PER_COMMAND_MAX: usize = 100;
+/// The last year a cron expression may name (EventBridge: 1970–2199); also where the search
+/// for the next fire time stops.
+pub const CRON_YEAR_MIN: i16 = 1970;
+pub const CRON_YEAR_MAX: i16 = 2199;
+/// rate(N unit): N in minutes at most this (about 10 years); larger values are surely typos.
+pub const RATE_MINUTES_MAX: i64 = 10 * 366 * 24 * 60;
+/// Schedules per ListSchedules page (the default and the most maxResults may ask for).
+pub const SCHEDULES_PAGE_MAX: usize = 100;
+/// The tag a scheduled job carries, naming its schedule.
+pub const SCHEDULE_TAG: &str = "barge:schedule";

@@ -101,6 +101,8 @@ pub struct State {
     pub scheduling_policies: OrdMap<String, Arc<SchedulingPolicy>>,
     /// Fair-share usage per queue with a scheduling policy (stored; see `fairshare`).
     pub share_usage: OrdMap<String, Arc<ShareUsage>>,
+    /// Schedules (stored; see `schedule`), by name.
+    pub schedules: OrdMap<String, Arc<crate::schedule::Schedule>>,
     /// The `now` of the latest command applied. Fair-share usage is read as of this time,
     /// since `plan` and the waiting reasons have no clock of their own. Not stored: the first
     /// command after a load sets it again.

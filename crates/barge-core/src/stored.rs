@@ -18,6 +18,7 @@ pub const KIND_LOG_STREAM: &str = "log_stream";
 pub const KIND_POLICY: &str = "scheduling_policy";
 pub const KIND_SHARE_USAGE: &str = "share_usage";
 pub const KIND_AGENT: &str = "agent";
+pub const KIND_SCHEDULE: &str = "schedule";
 
 /// The row a key names, and the entity's JSON as `state` has it (None: absent, so the row is
 /// deleted).
@@ -61,6 +62,11 @@ pub fn entity_row(state: &State, key: &Key) -> (&'static str, String, Option<Vec
             KIND_AGENT,
             id.clone(),
             state.agents.get(id).map(|v| json(&**v)),
+        ),
+        Key::Schedule(n) => (
+            KIND_SCHEDULE,
+            n.clone(),
+            state.schedules.get(n).map(|v| json(&**v)),
         ),
     }
 }
@@ -109,6 +115,10 @@ pub fn put_entity(state: &mut State, kind: &str, body: &[u8]) -> Result<(), serd
         KIND_AGENT => {
             let v: Agent = serde_json::from_slice(body)?;
             state.agents.insert(v.id.clone(), Arc::new(v));
+        }
+        KIND_SCHEDULE => {
+            let v: crate::schedule::Schedule = serde_json::from_slice(body)?;
+            state.schedules.insert(v.name.clone(), Arc::new(v));
         }
         // A kind this build does not know was written by a newer one; the schema version
         // check refuses that case before we get here.

@@ -120,6 +120,24 @@ async fn handle(shared: Shared, req: Request<Body>) -> Response {
                 "application/json",
             )
         }
+        (method, p) if p.starts_with(barge_api::schedules::PATH) => {
+            let rest = &p[barge_api::schedules::PATH.len()..];
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return error(ApiError {
+                    status: 404,
+                    code: "UnknownOperationException",
+                    message: format!("{method} {p} is not an operation"),
+                });
+            }
+            let body = match read_body(body, REQUEST_BODY_BYTES_MAX).await {
+                Ok(b) => b,
+                Err(e) => return error(e),
+            };
+            let query = parts.uri.query().unwrap_or("");
+            let answer =
+                barge_api::schedules::operation(&shared, method.as_str(), rest, query, &body).await;
+            respond(answer, "application/json")
+        }
         (method, p) if p.starts_with("/v1/tags/") => {
             // Decode only the captured segment, so an encoded '/' in the ARN stays inside it.
             let raw = &p["/v1/tags/".len()..];

@@ -25,6 +25,7 @@ mod providers;
 mod proxy;
 mod scaling;
 mod scheduler;
+mod schedules;
 pub mod security;
 mod shared;
 mod timers;

@@ -26,6 +26,9 @@ pub const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
 /// How often timeouts are checked. AWS documents its timeouts as best-effort to the minute;
 /// a second is plenty and costs one snapshot scan of RUNNING jobs.
 pub const TIMER_CHECK_MS: u64 = 1_000;
+/// How often the schedules' clock is read for due schedules. Cron's unit is a minute; a second
+/// keeps a fire within a second of its time for one snapshot scan of the schedules.
+pub const SCHEDULE_CHECK_MS: u64 = 1_000;
 /// How long an agent may go unheard before it is declared lost, unless configured
 /// (`--agent-heartbeat-timeout-seconds`). AWS's own figure for an unreachable instance is
 /// minutes; 30 s keeps a lost host's jobs from waiting long, over several polls' worth.

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{
-    agents, events, limits, scheduler, timers, writer, LocalAgentConfig, Shared, UpConfig,
+    agents, events, limits, scheduler, schedules, timers, writer, LocalAgentConfig, Shared,
+    UpConfig,
 };
 
 /// The local agent's link to the control plane: reports become writer commands.
@@ -192,6 +193,9 @@ impl Leader {
         loops.push((stop, task));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(timers::run(shared.clone(), stop.clone()));
+        loops.push((stop, task));
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(schedules::run(shared.clone(), stop.clone()));
         loops.push((stop, task));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(agents::watch_heartbeats(

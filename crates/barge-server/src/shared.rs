@@ -51,4 +51,7 @@ impl Backend for Shared {
     fn now_ms(&self) -> i64 {
         now_ms()
     }
+    fn schedule_clock_ms(&self) -> i64 {
+        crate::schedules::clock_ms()
+    }
 }

@@ -50,6 +50,7 @@ fn all_keys(state: &State) -> Vec<Key> {
     );
     keys.extend(state.share_usage.keys().map(|n| Key::ShareUsage(n.clone())));
     keys.extend(state.agents.keys().map(|id| Key::Agent(id.clone())));
+    keys.extend(state.schedules.keys().map(|n| Key::Schedule(n.clone())));
     keys.sort();
     keys
 }

@@ -24,6 +24,7 @@ mod multinode;
 mod policies;
 mod queues;
 mod reconcile;
+pub mod schedules;
 mod tags;
 
 use attempts::*;
@@ -173,6 +174,16 @@ fn apply_inner(
         Command::DeleteSchedulingPolicy { reference } => {
             delete_scheduling_policy(state, &reference, changes)
         }
+        Command::CreateSchedule { schedule, clock_ms } => {
+            schedules::create_schedule(state, *schedule, clock_ms, now, changes)
+        }
+        Command::UpdateSchedule { update, clock_ms } => {
+            schedules::update_schedule(state, *update, clock_ms, now, changes)
+        }
+        Command::DeleteSchedule { name } => schedules::delete_schedule(state, &name, changes),
+        Command::FireSchedules { clock_ms, fires } => Ok(schedules::fire_schedules(
+            state, clock_ms, fires, now, changes,
+        )),
         Command::EnforceStateTimeLimits => {
             for (id, reason) in due_state_time_limits(state, now) {
                 let reason_text =

@@ -145,6 +145,14 @@ pub fn check_dirty(prev: &State, next: &State, dirty: &[Key]) -> Result<(), Viol
             &mut missing,
         );
     }
+    if !prev.schedules.ptr_eq(&next.schedules) {
+        diff(
+            prev.schedules.iter().map(|(k, v)| (k.clone(), v.clone())),
+            next.schedules.iter().map(|(k, v)| (k.clone(), v.clone())),
+            Key::Schedule,
+            &mut missing,
+        );
+    }
     if !prev.agents.ptr_eq(&next.agents) {
         // An agent's usage counters change with every placement but are derived, never
         // stored: compare what the store writes.

@@ -1,4 +1,5 @@
-//! The commands for people: submit, jobs, describe, logs, watch, why, cancel and terminate.
+//! The commands for people: submit, jobs, describe, logs, watch, why, cancel, terminate and
+//! schedules.
 //! Each talks to a Barge endpoint through `Api` (AWS's own operations, signed as the aws CLI
 //! would sign them), prints a human table by default and the API's JSON with `--output json`,
 //! and ends with one of the exit codes below.
@@ -15,6 +16,7 @@ mod describe;
 pub mod interrupt;
 mod jobs;
 mod logs;
+mod schedules;
 mod stop;
 mod submit;
 mod table;
@@ -60,6 +62,8 @@ pub enum Command {
     Cancel(stop::StopArgs),
     /// Terminate a job, running or not (TerminateJob).
     Terminate(stop::StopArgs),
+    /// Manage scheduled jobs: create, list, describe, update, enable, disable, delete.
+    Schedules(schedules::SchedulesArgs),
 }
 
 /// Runs one command: prints what went wrong as `barge <command>: <message>` and maps it to
@@ -74,6 +78,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Why(a) => ("why", why::run(a)),
         Command::Cancel(a) => ("cancel", stop::run(a, stop::Kind::Cancel)),
         Command::Terminate(a) => ("terminate", stop::run(a, stop::Kind::Terminate)),
+        Command::Schedules(a) => (a.name(), schedules::run(a)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -246,6 +251,26 @@ impl Api {
             path,
             headers: &[],
             body: b"",
+            service: "batch",
+        })
+    }
+
+    /// One of Barge's own operations with any method, and a JSON body when given.
+    pub fn own(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        let body = match body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/json")]
+        };
+        self.call(&client::Request {
+            method,
+            path,
+            headers,
+            body: &body,
             service: "batch",
         })
     }

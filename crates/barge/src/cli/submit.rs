@@ -9,16 +9,34 @@ use super::{exit, fail, interrupt, is_done, print_json, Api, Common, Failure, Ou
 const WAIT_POLL_MS: u64 = 1_000;
 
 #[derive(clap::Args)]
+// The job's flags are optional where a schedule's template takes them (its update changes only
+// what is given); a submit needs these three.
+#[command(mut_arg("job_name", |a| a.required(true)))]
+#[command(mut_arg("job_queue", |a| a.required(true)))]
+#[command(mut_arg("job_definition", |a| a.required(true)))]
 pub struct SubmitArgs {
+    #[command(flatten)]
+    job: JobFlags,
+    /// Wait until the job ends: exit 0 when it SUCCEEDED, 4 when it FAILED.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// The flags that describe a SubmitJob request, shared by `submit` and `schedules` (whose
+/// job template is a SubmitJob request).
+#[derive(clap::Args, Default)]
+pub struct JobFlags {
     /// The job's name (letters, digits, - and _; up to 128).
     #[arg(long)]
-    job_name: String,
+    pub job_name: Option<String>,
     /// The job queue, by name or ARN.
     #[arg(long)]
-    job_queue: String,
+    pub job_queue: Option<String>,
     /// The job definition: name, name:revision or ARN.
     #[arg(long)]
-    job_definition: String,
+    pub job_definition: Option<String>,
     /// A parameter substituted for Ref::NAME in the command (repeatable).
     #[arg(long = "parameters", value_name = "NAME=VALUE", value_parser = key_value)]
     parameters: Vec<(String, String)>,
@@ -63,24 +81,19 @@ pub struct SubmitArgs {
     /// The scheduling priority within a fair-share queue (0 to 9999).
     #[arg(long, value_name = "N")]
     scheduling_priority_override: Option<i64>,
-    /// Wait until the job ends: exit 0 when it SUCCEEDED, 4 when it FAILED.
-    #[arg(long)]
-    wait: bool,
-    #[command(flatten)]
-    common: Common,
     /// The command to run instead of the definition's (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
+pub fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 
-fn json_object(s: &str) -> Result<Map<String, Value>, String> {
+pub fn json_object(s: &str) -> Result<Map<String, Value>, String> {
     match serde_json::from_str::<Value>(s) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err("expected a JSON object ({...})".to_string()),
@@ -104,90 +117,117 @@ fn dependency(s: &str) -> Result<Value, String> {
     })
 }
 
-fn pairs_object(pairs: &[(String, String)]) -> Value {
-    Value::Object(
-        pairs
+impl JobFlags {
+    /// Whether any of the flags was given.
+    pub fn given(&self) -> bool {
+        self.apply(Map::new()) != Map::new()
+    }
+
+    /// The SubmitJob request the flags describe, on top of `base` (empty for a submit, a
+    /// schedule's current template for its update): a member the flags give replaces the
+    /// base's, except that parameters, tags, environment variables and resource requirements
+    /// replace only the entries of the same name (or type).
+    pub fn apply(&self, mut body: Map<String, Value>) -> Map<String, Value> {
+        for (key, value) in [
+            ("jobName", &self.job_name),
+            ("jobQueue", &self.job_queue),
+            ("jobDefinition", &self.job_definition),
+        ] {
+            if let Some(v) = value {
+                body.insert(key.into(), json!(v));
+            }
+        }
+        merge_pairs(&mut body, "parameters", &self.parameters);
+        let mut overrides = match (&self.container_overrides, body.remove("containerOverrides")) {
+            (Some(given), _) => given.clone(),
+            (None, Some(Value::Object(current))) => current,
+            (None, _) => Map::new(),
+        };
+        if !self.command.is_empty() {
+            overrides.insert("command".into(), json!(self.command));
+        }
+        let env: Vec<Value> = self
+            .env
             .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+            .map(|(k, v)| json!({ "name": k, "value": v }))
+            .collect();
+        // --env wins over a variable of the same name already there.
+        replace_entries(&mut overrides, "environment", "name", env);
+        let mut requirements = Vec::new();
+        if let Some(v) = &self.vcpus {
+            requirements.push(json!({ "type": "VCPU", "value": v }));
+        }
+        if let Some(m) = self.memory {
+            requirements.push(json!({ "type": "MEMORY", "value": m.to_string() }));
+        }
+        // The shorthand wins over the same type given in the JSON.
+        replace_entries(&mut overrides, "resourceRequirements", "type", requirements);
+        if !overrides.is_empty() {
+            body.insert("containerOverrides".into(), Value::Object(overrides));
+        }
+        if let Some(n) = self.array_size {
+            body.insert("arrayProperties".into(), json!({ "size": n }));
+        } else if let Some(p) = &self.array_properties {
+            body.insert("arrayProperties".into(), Value::Object(p.clone()));
+        }
+        if !self.depends_on.is_empty() {
+            body.insert("dependsOn".into(), json!(self.depends_on));
+        }
+        if let Some(n) = self.retry_attempts {
+            body.insert("retryStrategy".into(), json!({ "attempts": n }));
+        }
+        if let Some(s) = self.timeout {
+            body.insert("timeout".into(), json!({ "attemptDurationSeconds": s }));
+        }
+        merge_pairs(&mut body, "tags", &self.tags);
+        if self.propagate_tags {
+            body.insert("propagateTags".into(), json!(true));
+        }
+        if let Some(s) = &self.share_identifier {
+            body.insert("shareIdentifier".into(), json!(s));
+        }
+        if let Some(p) = self.scheduling_priority_override {
+            body.insert("schedulingPriorityOverride".into(), json!(p));
+        }
+        body
+    }
 }
 
-/// The SubmitJob request the flags describe.
-fn request(args: &SubmitArgs) -> Value {
-    let mut body = Map::new();
-    body.insert("jobName".into(), json!(args.job_name));
-    body.insert("jobQueue".into(), json!(args.job_queue));
-    body.insert("jobDefinition".into(), json!(args.job_definition));
-    if !args.parameters.is_empty() {
-        body.insert("parameters".into(), pairs_object(&args.parameters));
+/// Adds `pairs` to the object `body[key]` (made when missing), replacing keys already there.
+fn merge_pairs(body: &mut Map<String, Value>, key: &str, pairs: &[(String, String)]) {
+    if pairs.is_empty() {
+        return;
     }
-    let mut overrides = args.container_overrides.clone().unwrap_or_default();
-    if !args.command.is_empty() {
-        overrides.insert("command".into(), json!(args.command));
+    let entry = body.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
     }
-    if !args.env.is_empty() {
-        let list = overrides.entry("environment").or_insert_with(|| json!([]));
-        if let Value::Array(items) = list {
-            items.extend(
-                args.env
-                    .iter()
-                    .map(|(k, v)| json!({ "name": k, "value": v })),
-            );
+    if let Value::Object(map) = entry {
+        for (k, v) in pairs {
+            map.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    let mut requirements = Vec::new();
-    if let Some(v) = &args.vcpus {
-        requirements.push(json!({ "type": "VCPU", "value": v }));
+}
+
+/// Appends `new` to the list `overrides[key]` (made when missing), first dropping the entries
+/// whose `id` member matches one of `new`'s.
+fn replace_entries(overrides: &mut Map<String, Value>, key: &str, id: &str, new: Vec<Value>) {
+    if new.is_empty() {
+        return;
     }
-    if let Some(m) = args.memory {
-        requirements.push(json!({ "type": "MEMORY", "value": m.to_string() }));
+    let list = overrides.entry(key).or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
     }
-    if !requirements.is_empty() {
-        let list = overrides
-            .entry("resourceRequirements")
-            .or_insert_with(|| json!([]));
-        if let Value::Array(items) = list {
-            // The shorthand wins over the same type given in the JSON.
-            items.retain(|r| !requirements.iter().any(|n| n["type"] == r["type"]));
-            items.extend(requirements);
-        }
+    if let Value::Array(items) = list {
+        items.retain(|r| !new.iter().any(|n| n[id] == r[id]));
+        items.extend(new);
     }
-    if !overrides.is_empty() {
-        body.insert("containerOverrides".into(), Value::Object(overrides));
-    }
-    if let Some(n) = args.array_size {
-        body.insert("arrayProperties".into(), json!({ "size": n }));
-    } else if let Some(p) = &args.array_properties {
-        body.insert("arrayProperties".into(), Value::Object(p.clone()));
-    }
-    if !args.depends_on.is_empty() {
-        body.insert("dependsOn".into(), json!(args.depends_on));
-    }
-    if let Some(n) = args.retry_attempts {
-        body.insert("retryStrategy".into(), json!({ "attempts": n }));
-    }
-    if let Some(s) = args.timeout {
-        body.insert("timeout".into(), json!({ "attemptDurationSeconds": s }));
-    }
-    if !args.tags.is_empty() {
-        body.insert("tags".into(), pairs_object(&args.tags));
-    }
-    if args.propagate_tags {
-        body.insert("propagateTags".into(), json!(true));
-    }
-    if let Some(s) = &args.share_identifier {
-        body.insert("shareIdentifier".into(), json!(s));
-    }
-    if let Some(p) = args.scheduling_priority_override {
-        body.insert("schedulingPriorityOverride".into(), json!(p));
-    }
-    Value::Object(body)
 }
 
 pub fn run(args: SubmitArgs) -> Outcome {
     let api = Api::new(&args.common)?;
-    let answer = api.batch("SubmitJob", &request(&args))?;
+    let answer = api.batch("SubmitJob", &Value::Object(args.job.apply(Map::new())))?;
     let job_id = answer["jobId"]
         .as_str()
         .ok_or_else(|| fail("Barge's SubmitJob answer has no jobId"))?
@@ -281,7 +321,13 @@ mod tests {
             "d",
         ];
         argv.extend_from_slice(extra);
-        request(&Wrap::try_parse_from(argv).expect("parses").args)
+        Value::Object(
+            Wrap::try_parse_from(argv)
+                .expect("parses")
+                .args
+                .job
+                .apply(Map::new()),
+        )
     }
 
     #[test]
@@ -380,5 +426,33 @@ mod tests {
             let argv: Vec<&str> = base.iter().chain(bad.iter()).copied().collect();
             assert!(Wrap::try_parse_from(argv).is_err(), "{bad:?}");
         }
+        // Optional in JobFlags (a schedule's update), required by submit.
+        for missing in 1..=3 {
+            let argv: Vec<&str> = base
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 2 * missing - 1 && *i != 2 * missing)
+                .map(|(_, a)| *a)
+                .collect();
+            assert!(
+                Wrap::try_parse_from(argv).is_err(),
+                "without {}",
+                base[2 * missing - 1]
+            );
+        }
+    }
+
+    #[test]
+    fn env_replaces_a_variable_of_the_same_name() {
+        let body = parse(&[
+            "--container-overrides",
+            r#"{"environment":[{"name":"A","value":"1"},{"name":"B","value":"1"}]}"#,
+            "--env",
+            "A=2",
+        ]);
+        assert_eq!(
+            body["containerOverrides"]["environment"],
+            json!([{"name": "B", "value": "1"}, {"name": "A", "value": "2"}])
+        );
     }
 }
