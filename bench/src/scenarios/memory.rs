@@ -1,6 +1,6 @@
 //! The server's resident memory idle and with many jobs queued (in a queue whose compute
-//! environment is DISABLED, so that they wait), and how long DescribeJobs and ListJobs take
-//! with that many jobs stored.
+//! environment is DISABLED, so that they wait), and how long DescribeJobs and ListJobs, the
+//! console's pages and a /metrics scrape take with that many jobs stored.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use super::{
     create_held_queue, describe_jobs, median_ms, register_definition, Ctx, DESCRIBE_JOBS_BATCH_MAX,
     HELD_QUEUE,
 };
-use crate::http::Api;
+use crate::http::{body_excerpt, Api, Conn};
 use crate::load::submit_jobs;
 use crate::report::{Figure, Target};
 use crate::server::{kib_to_mib, Server};
@@ -103,7 +103,8 @@ pub async fn run(ctx: &Ctx<'_>, figures: &mut Vec<Figure>) -> Result<()> {
             "MiB",
         ));
 
-        time_reads(ctx, &mut api, &load.job_ids, figures).await
+        time_reads(ctx, &mut api, &load.job_ids, figures).await?;
+        time_operator_reads(ctx, server.addr, &load.job_ids, figures).await
     })
     .await
 }
@@ -200,4 +201,91 @@ async fn time_reads(
     }
     figures.push(list);
     Ok(())
+}
+
+/// Times what the operator's view reads with that many jobs stored: the console's job list
+/// (its newest page and a page from the middle of the queue, through the opaque cursor the
+/// console makes), a job's console page, and a Prometheus scrape of /metrics.
+async fn time_operator_reads(
+    ctx: &Ctx<'_>,
+    addr: std::net::SocketAddr,
+    job_ids: &[String],
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    let queued = job_ids.len();
+    let mut conn = Conn::connect(addr).await?;
+    let newest = format!("/console/queues/{HELD_QUEUE}?status=RUNNABLE");
+    let first = get_text(&mut conn, &newest).await?;
+    // The "Older" link of the first page carries the key of its last job: `o` + hex("SEQ ID").
+    // A page from the middle starts below half that sequence number.
+    let seq = older_cursor_seq(&first).ok_or_else(|| {
+        anyhow::anyhow!("the console's first page of {HELD_QUEUE} has no Older link")
+    })?;
+    let middle_cursor: String = format!("o{}", hex_of(&format!("{} ", seq / 2)));
+    let middle = format!("{newest}&cursor={middle_cursor}");
+    let job_page = format!("/console/jobs/{}", job_ids[queued / 2]);
+    let reads = [
+        (
+            "console_queue_page_ms",
+            format!("console: a job queue's newest page of RUNNABLE jobs, {queued} jobs queued"),
+            newest,
+        ),
+        (
+            "console_middle_page_ms",
+            format!("console: a page from the middle of the queue, {queued} jobs queued"),
+            middle,
+        ),
+        (
+            "console_job_page_ms",
+            format!("console: one job's page, {queued} jobs queued"),
+            job_page,
+        ),
+        (
+            "metrics_scrape_ms",
+            format!("GET /metrics, {queued} jobs queued"),
+            "/metrics".to_string(),
+        ),
+    ];
+    for (name, what, path) in reads {
+        let mut timings = Vec::with_capacity(TIMED_CALLS);
+        let mut bytes = 0;
+        for _ in 0..TIMED_CALLS {
+            let started = Instant::now();
+            bytes = get_text(&mut conn, &path).await?.len();
+            timings.push(started.elapsed());
+        }
+        figures.push(
+            ctx.figure(name, what, median_ms(&mut timings), "ms")
+                .note(format!("median of {TIMED_CALLS}; {bytes} bytes")),
+        );
+    }
+    Ok(())
+}
+
+/// GETs a path; anything but 200 is an error.
+async fn get_text(conn: &mut Conn, path: &str) -> Result<String> {
+    let (status, body) = conn.get(path).await?;
+    if status != hyper::StatusCode::OK {
+        bail!("GET {path} answered {status}: {}", body_excerpt(&body, 300));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sequence number in the first `cursor=o…` link of a console page.
+fn older_cursor_seq(html: &str) -> Option<u64> {
+    let start = html.find("cursor=o")? + "cursor=o".len();
+    let hex: String = html[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.split_once(' ')?.0.parse().ok()
+}
+
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }

@@ -524,3 +524,37 @@ fn expression_kinds() {
         Ok(Expression::Cron(_))
     ));
 }
+
+/// A step far past the end of a field's range (up to i64::MAX) takes the start value only,
+/// never wraps around into other values or panics.
+#[test]
+fn huge_steps_take_only_the_start() {
+    let max = i64::MAX;
+    assert_eq!(
+        fires(
+            &format!("cron(0 1/{max} * * ? *)"),
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            2
+        ),
+        ["2026-01-01T01:00:00Z", "2026-01-02T01:00:00Z"]
+    );
+    assert_eq!(
+        fires(
+            &format!("cron(30/{max} * * * ? *)"),
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            2
+        ),
+        ["2026-01-01T00:30:00Z", "2026-01-01T01:30:00Z"]
+    );
+    assert_eq!(
+        next(
+            &format!("cron(0 0 1 1 ? 2030/{max})"),
+            "UTC",
+            "2026-01-01T00:00:00Z"
+        )
+        .as_deref(),
+        Some("2030-01-01T00:00:00Z")
+    );
+}

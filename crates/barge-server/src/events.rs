@@ -176,9 +176,12 @@ impl EventBus {
         };
         let mut next = missed.map_or(cursor, |(_, last)| last);
         let mut events = Vec::new();
-        for event in history.events.range(start..) {
+        // A filter that keeps little must not walk the whole history under the lock: the
+        // renderer waits on it. The caller reads on from the returned cursor.
+        for (examined, event) in history.events.range(start..).enumerate() {
             // A gap inside (changes dropped before rendering) is reported by the next read.
-            if events.len() == max || event.seq != next + 1 {
+            if events.len() == max || examined == EVENTS_READ_EXAMINED_MAX || event.seq != next + 1
+            {
                 break;
             }
             next = event.seq;

@@ -109,6 +109,10 @@ pub const EVENTS_PENDING_BATCHES_MAX: usize = 1_024;
 /// Events written to one stream consumer at a time. A consumer reads the shared history at
 /// its own pace, so what it holds is one such chunk, whatever its speed.
 pub const EVENTS_STREAM_CHUNK_EVENTS_MAX: usize = 256;
+/// Events one read of the history looks at (kept or filtered out) while holding its lock: a
+/// filtered stream over a full history reads it in steps this long, so publishing never waits
+/// on it for more than a few milliseconds.
+pub const EVENTS_READ_EXAMINED_MAX: usize = 4_096;
 /// Event streams open at once; more are refused with 503 (each holds a connection and a
 /// chunk).
 pub const EVENTS_STREAMS_MAX: usize = 256;

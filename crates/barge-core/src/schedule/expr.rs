@@ -284,7 +284,11 @@ fn values(field: &str, min: i64, max: i64, names: &[&str]) -> Result<Vec<i64>, S
         let mut v = lo;
         while v <= hi {
             out.push(v);
-            v += step;
+            // A step past the end of the range (even near i64::MAX) simply ends the run.
+            match v.checked_add(step) {
+                Some(next) => v = next,
+                None => break,
+            }
         }
     }
     Ok(out)

@@ -236,7 +236,9 @@ async fn next_chunk(mut c: Consumer) -> Option<(Result<Bytes, Infallible>, Consu
             return Some((Ok(Bytes::from(render(&bus, &read))), c));
         }
         if next < *c.latest.borrow() {
-            // Everything read was filtered out, and there is more.
+            // Everything read was filtered out, and there is more: read on, letting other
+            // tasks on this worker run between reads.
+            tokio::task::yield_now().await;
             continue;
         }
         tokio::select! {

@@ -63,6 +63,13 @@ pub fn run(args: LogsArgs) -> Outcome {
         };
         let status = job["status"].as_str().unwrap_or("");
         if !args.follow {
+            // One call reads a bounded number of pages: read on until the stream is drained.
+            if let Some(name) = &stream {
+                let mut more = printed;
+                while more > 0 {
+                    more = print_new(&api, &args, name, &mut token)?;
+                }
+            }
             if stream.is_none() {
                 eprintln!(
                     "barge logs: job {} has no log yet (it is {status})",

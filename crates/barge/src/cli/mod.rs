@@ -69,6 +69,14 @@ pub enum Command {
 /// Runs one command: prints what went wrong as `barge <command>: <message>` and maps it to
 /// an exit code.
 pub fn run(command: Command) -> ExitCode {
+    // These commands print to a terminal or a pipe. Rust ignores SIGPIPE, which turns a closed
+    // pipe (`barge jobs | head -1`) into a panic in println!; the default action ends the
+    // process quietly instead, as other command-line tools do. Only here: the server must keep
+    // ignoring it.
+    // SAFETY: setting a signal's disposition to its default, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let (name, result) = match command {
         Command::Submit(a) => ("submit", submit::run(*a)),
         Command::Jobs(a) => ("jobs", jobs::run(a)),

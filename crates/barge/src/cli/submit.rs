@@ -7,6 +7,10 @@ use super::{exit, fail, interrupt, is_done, print_json, Api, Common, Failure, Ou
 
 /// How often `--wait` asks how the job is doing.
 const WAIT_POLL_MS: u64 = 1_000;
+/// How long `--wait` keeps polling a Barge that stopped answering (a restart, a leader failing
+/// over) before it gives up. The job was submitted, so giving up must not look like exit 3
+/// ("nothing was asked"): a script retrying on 3 would submit it twice.
+const WAIT_UNREACHABLE_MS_MAX: u64 = 60_000;
 
 #[derive(clap::Args)]
 // The job's flags are optional where a schedule's template takes them (its update changes only
@@ -283,8 +287,28 @@ pub fn wait_for_end(
     mut changed: impl FnMut(&Value),
 ) -> Result<Option<Value>, Failure> {
     let mut last = String::new();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let job = api.describe_job(job_id)?;
+        let job = match api.describe_job(job_id) {
+            Ok(job) => {
+                unreachable_since = None;
+                job
+            }
+            Err(Failure::Unreachable(why)) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed().as_millis() >= u128::from(WAIT_UNREACHABLE_MS_MAX) {
+                    return Err(Failure::Other(anyhow::anyhow!(
+                        "job {job_id} was submitted, but Barge has not answered for {} s ({why}); its state is unknown: look again with `barge describe {job_id}`",
+                        WAIT_UNREACHABLE_MS_MAX / 1000
+                    )));
+                }
+                if !interrupt::sleep(WAIT_POLL_MS) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let status = job["status"].as_str().unwrap_or("").to_string();
         if status != last {
             changed(&job);
