@@ -8,16 +8,19 @@ import time
 import botocore.exceptions
 import pytest
 
-from barge_helpers import create_ce, create_queue, register_jobdef, submit, wait_for
+from barge_helpers import create_ce, create_queue, register_jobdef, submit, wait_for, wait_log_line
 
 
-def test_a_tagged_environment_kills_a_job_that_ignores_sigterm_after_its_grace(batch):
+def test_a_tagged_environment_kills_a_job_that_ignores_sigterm_after_its_grace(batch, logs):
     ce = create_ce(batch, max_vcpus=2, tags={"barge:stop-grace-seconds": "1"})["computeEnvironmentName"]
     q = create_queue(batch, [ce])["jobQueueName"]
     # The shell ignores SIGTERM, so only the SIGKILL after the grace period ends it.
-    jd = register_jobdef(batch, ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"])
+    jd = register_jobdef(batch, ["sh", "-c", "trap '' TERM; echo trapped; while true; do sleep 1; done"])
     job_id = submit(batch, q, jd["jobDefinitionArn"])["jobId"]
-    wait_for(batch, job_id, ("RUNNING",))
+    running = wait_for(batch, job_id, ("RUNNING",))
+    # RUNNING means the process started, not that the shell has set its trap yet: on a busy
+    # machine a SIGTERM could come first and end it with 143. Terminate once it says so.
+    wait_log_line(logs, running["container"]["logStreamName"], lambda line: line == "trapped")
     asked = time.monotonic()
     batch.terminate_job(jobId=job_id, reason="enough")
     job = wait_for(batch, job_id, ("FAILED",), timeout_s=20)
