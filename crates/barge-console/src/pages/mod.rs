@@ -7,6 +7,7 @@ pub mod job;
 pub mod jobs;
 pub mod login;
 pub mod overview;
+pub mod schedules;
 
 use crate::html::{esc, page, Nav};
 use crate::{Response, Session};
