@@ -453,10 +453,7 @@ async fn a_schedule_created_from_the_form_fires_and_is_disabled_and_deleted() {
     );
     let next = s["nextFireAt"].as_i64().expect("nextFireAt");
     assert_eq!(next, START_MS + 30 * 60 * 1000);
-    assert!(b
-        .text("#next-fire")
-        .await
-        .contains("2030-01-01 00:30:00"));
+    assert!(b.text("#next-fire").await.contains("2030-01-01 00:30:00"));
 
     // The list and the overview show it.
     b.goto(&barge.url("/console/schedules")).await;
@@ -465,7 +462,6 @@ async fn a_schedule_created_from_the_form_fires_and_is_disabled_and_deleted() {
         row.contains("half-hourly") && row.contains("rate(30 minutes)") && row.contains("ENABLED"),
         "{row}"
     );
-    b.screenshot("schedules").await;
     b.goto(&barge.url("/console")).await;
     let panel = b.text("section.schedules").await;
     assert!(
@@ -495,6 +491,10 @@ async fn a_schedule_created_from_the_form_fires_and_is_disabled_and_deleted() {
     let (_, s) = describe();
     assert_eq!(s["firedCount"], 1);
     assert!(b.path().await.ends_with(s["lastJobId"].as_str().unwrap()));
+    // The list now links its last job.
+    b.goto(&barge.url("/console/schedules")).await;
+    assert!(b.exists("table.schedules a[href^='/console/jobs/']").await);
+    b.screenshot("schedules").await;
 
     // Disable, then delete, from its page.
     b.goto(&barge.url("/console/schedules/half-hourly")).await;
