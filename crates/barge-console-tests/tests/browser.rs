@@ -1,8 +1,9 @@
 //! The web console in a real headless Chromium against the real `barge` binary: pages load,
 //! forms create resources through the API (and show its validation messages next to their
 //! fields), a job submitted from the form runs and its log appears live, cancel works from
-//! the job page, sign-in is required when the server has keys, and job lists page across a
-//! queue of hundreds. Screenshots land in target/console-screenshots/.
+//! the job page, sign-in is required when the server has keys, job lists page across a queue
+//! of hundreds, and a schedule created from its form fires on an injected clock.
+//! Screenshots land in target/console-screenshots/.
 
 mod harness;
 
@@ -42,6 +43,11 @@ async fn main_pages_load() {
         ),
         ("/console/new/job", "Submit job", Some("form-submit-job")),
         ("/console/schedules", "Schedules", None),
+        (
+            "/console/new/schedule",
+            "Create schedule",
+            Some("form-schedule"),
+        ),
     ] {
         // The server's own answer, then the page as the browser shows it.
         let (status, _, _) = http(barge.addr, "GET", path, "");
@@ -373,4 +379,133 @@ async fn job_lists_page_across_a_queue_of_hundreds() {
     let names = b.text("table.jobs tbody").await;
     assert!(names.contains("job-129") && names.contains("job-120") && !names.contains("job-130"));
     b.close().await;
+}
+
+/// A schedule made from the form: a bad expression is refused next to its field, with what was
+/// typed kept; on the injected schedules' clock it fires, and its job, reached through the
+/// schedule page's link, runs to SUCCEEDED; then it is disabled and deleted from its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_created_from_the_form_fires_and_is_disabled_and_deleted() {
+    let _serial = SERIAL.lock().await;
+    // The schedules' clock (docs/schedules.md), written atomically: another file, renamed.
+    let clock_dir =
+        std::env::temp_dir().join(format!("barge-console-clock-{}", std::process::id()));
+    std::fs::create_dir_all(&clock_dir).expect("clock dir");
+    let clock = clock_dir.join("schedule-clock");
+    let set_clock = |ms: i64| {
+        let tmp = clock_dir.join("schedule-clock.tmp");
+        std::fs::write(&tmp, ms.to_string()).expect("write clock");
+        std::fs::rename(&tmp, &clock).expect("rename clock");
+    };
+    // 2030-01-01T00:00:00Z.
+    const START_MS: i64 = 1_893_456_000_000;
+    set_clock(START_MS);
+    let barge = Barge::start_with_env(&[(
+        "BARGE_TEST_SCHEDULE_CLOCK_FILE",
+        clock.to_str().expect("utf-8 path"),
+    )]);
+    barge.api(
+        "registerjobdefinition",
+        json!({"jobDefinitionName": "say", "type": "container",
+               "containerProperties": {"image": "busybox", "command": ["true"],
+               "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
+    );
+    let describe = || {
+        let (status, _, text) = http(barge.addr, "GET", "/barge/v1/schedules/half-hourly", "");
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+        )
+    };
+    let b = Browser::start().await;
+
+    // From the (empty) list to the form; a cron minute of 61 is refused at the expression.
+    b.goto(&barge.url("/console/schedules")).await;
+    b.wait_text("table.schedules", "No schedules yet").await;
+    b.click("p a.button[href='/console/new/schedule']").await;
+    b.wait_text("h1", "Create schedule").await;
+    b.fill("scheduleName", "half-hourly").await;
+    b.fill("scheduleExpression", "cron(61 * * * ? *)").await;
+    b.fill("jobName", "tick").await;
+    b.fill("jobDefinition", "say").await;
+    b.fill("command", "sh -c 'echo scheduled-run'").await;
+    assert_eq!(b.value("#f-jobQueue").await, "default", "the queue select");
+    b.click("form.api-form button[type=submit]").await;
+    let err = b.text("#error-scheduleExpression").await;
+    assert!(err.contains("scheduleExpression"), "{err}");
+    assert!(b.exists(".field.has-error #f-scheduleExpression").await);
+    assert_eq!(b.value("#f-scheduleExpression").await, "cron(61 * * * ? *)");
+    assert_eq!(b.value("#f-jobName").await, "tick", "input kept");
+    assert_eq!(b.value("#f-command").await, "sh -c 'echo scheduled-run'");
+    b.screenshot("form-schedule-error").await;
+    assert_eq!(describe().0, 404, "nothing was created");
+
+    b.fill("scheduleExpression", "rate(30 minutes)").await;
+    b.click("form.api-form button[type=submit]").await;
+    b.wait_text("h1", "Schedule half-hourly").await;
+    assert_eq!(b.path().await, "/console/schedules/half-hourly");
+    let (status, s) = describe();
+    assert_eq!(status, 200);
+    assert_eq!(s["state"], "ENABLED");
+    assert_eq!(
+        s["jobTemplate"]["containerOverrides"]["command"],
+        json!(["sh", "-c", "echo scheduled-run"])
+    );
+    let next = s["nextFireAt"].as_i64().expect("nextFireAt");
+    assert_eq!(next, START_MS + 30 * 60 * 1000);
+    assert!(b.text("#next-fire").await.contains("2030-01-01 00:30:00"));
+
+    // The list and the overview show it.
+    b.goto(&barge.url("/console/schedules")).await;
+    let row = b.text("table.schedules tbody").await;
+    assert!(
+        row.contains("half-hourly") && row.contains("rate(30 minutes)") && row.contains("ENABLED"),
+        "{row}"
+    );
+    b.goto(&barge.url("/console")).await;
+    let panel = b.text("section.schedules").await;
+    assert!(
+        panel.contains("1 schedule") && panel.contains("half-hourly"),
+        "{panel}"
+    );
+
+    // The clock reaches the fire time: the loop fires it; the page shows its job.
+    set_clock(next);
+    b.goto(&barge.url("/console/schedules/half-hourly")).await;
+    let deadline = std::time::Instant::now() + harness::WAIT;
+    while !b.exists("#last-job a").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule did not fire within {:?}",
+            harness::WAIT
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        b.client.refresh().await.expect("reload");
+    }
+    assert_eq!(b.text("#fired").await, "1");
+    b.screenshot("schedule").await;
+    b.click("#last-job a").await;
+    b.wait_text("h1", "Job tick").await;
+    b.wait_text("h1 .status", "SUCCEEDED").await;
+    b.wait_text("#log", "scheduled-run").await;
+    let (_, s) = describe();
+    assert_eq!(s["firedCount"], 1);
+    assert!(b.path().await.ends_with(s["lastJobId"].as_str().unwrap()));
+    // The list now links its last job.
+    b.goto(&barge.url("/console/schedules")).await;
+    assert!(b.exists("table.schedules a[href^='/console/jobs/']").await);
+    b.screenshot("schedules").await;
+
+    // Disable, then delete, from its page.
+    b.goto(&barge.url("/console/schedules/half-hourly")).await;
+    b.click("#toggle-state").await;
+    b.wait_text("#schedule-state", "DISABLED").await;
+    assert_eq!(describe().1["state"], "DISABLED");
+    assert_eq!(b.text("#toggle-state").await, "Enable");
+    b.click("#delete").await;
+    b.wait_text("h1", "Schedules").await;
+    b.wait_text("table.schedules", "No schedules yet").await;
+    assert_eq!(describe().0, 404);
+    b.close().await;
+    let _ = std::fs::remove_dir_all(&clock_dir);
 }

@@ -21,9 +21,16 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Everything but letters, digits, `-`, `_` and `~` (RFC 3986's unreserved characters, less
+/// the dot, so that no segment is ever `.` or `..`): names stay readable in links.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment or query value (job ids, queue names).
 pub fn url(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// The parts of the navigation.
@@ -130,6 +137,8 @@ mod tests {
         );
         assert_eq!(esc("plain-name_1"), "plain-name_1");
         assert_eq!(url("a b/c:1"), "a%20b%2Fc%3A1");
+        assert_eq!(url("half-hourly_2~"), "half-hourly_2~");
+        assert_eq!(url(".."), "%2E%2E");
     }
 
     #[test]

@@ -220,14 +220,26 @@ impl Console {
             }
             (true, ["jobs", id, "stop"]) => pages::job::stop(backend, session, id, &fields).await,
             (false, ["new"]) => pages::forms::index(session),
+            (false, ["new", "schedule"]) => pages::schedules::new_form(backend, session, &query),
+            (true, ["new", "schedule"]) => {
+                pages::schedules::create(backend, session, &fields).await
+            }
             (false, ["new", kind]) => pages::forms::show(backend, session, kind, &query),
             (true, ["new", kind]) => pages::forms::submit(backend, session, kind, &fields).await,
-            (false, ["schedules"]) => pages::message(
-                200,
-                session,
-                "Schedules",
-                "Scheduled jobs are managed through Barge's API extension and the barge CLI for now; their page here comes in a later version.",
-            ),
+            (false, ["schedules"]) => pages::schedules::list(backend, session, &query),
+            (false, ["schedules", name]) => pages::schedules::show(backend, session, name),
+            (false, ["schedules", name, "edit"]) => {
+                pages::schedules::edit_form(backend, session, name)
+            }
+            (true, ["schedules", name, "edit"]) => {
+                pages::schedules::edit(backend, session, name, &fields).await
+            }
+            (true, ["schedules", name, "state"]) => {
+                pages::schedules::set_state(backend, session, name, &fields).await
+            }
+            (true, ["schedules", name, "delete"]) => {
+                pages::schedules::delete(backend, session, name).await
+            }
             _ => pages::message(
                 404,
                 session,

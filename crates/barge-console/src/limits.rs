@@ -31,3 +31,9 @@ pub const FORM_VALUE_CHARS_MAX: usize = 16 * 1024;
 /// Queues and compute environments listed on the overview (AWS allows 50 and 50 per
 /// account; Barge's are few as well).
 pub const OVERVIEW_ROWS_MAX: usize = 500;
+/// Schedules on one page of the schedules list (the server holds at most barge-core's
+/// `SCHEDULES_MAX`, 1,000).
+pub const SCHEDULES_PAGE_ITEMS: usize = 50;
+/// Schedules named in the overview's "next to fire" table. Finding them walks every schedule,
+/// which `SCHEDULES_MAX` bounds.
+pub const OVERVIEW_SCHEDULES_SHOWN: usize = 5;

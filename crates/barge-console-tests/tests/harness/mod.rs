@@ -123,6 +123,15 @@ impl Barge {
     /// With one access key (BARGE_ACCESS_KEY_ID / BARGE_SECRET_ACCESS_KEY): requests must be
     /// signed and the console asks people to sign in.
     pub fn start_with_keys(key: Option<(&str, &str)>) -> Barge {
+        Barge::start_with(key, &[])
+    }
+
+    /// With extra environment (e.g. `BARGE_TEST_SCHEDULE_CLOCK_FILE`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Barge {
+        Barge::start_with(None, env)
+    }
+
+    fn start_with(key: Option<(&str, &str)>, env: &[(&str, &str)]) -> Barge {
         let bin = barge_bin();
         assert!(
             bin.is_file(),
@@ -158,6 +167,9 @@ impl Barge {
         if let Some((id, secret)) = key {
             cmd.env("BARGE_ACCESS_KEY_ID", id)
                 .env("BARGE_SECRET_ACCESS_KEY", secret);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = spawn_group(&mut cmd).expect("start barge");
         let mut barge = Barge { child, dir, addr };

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use barge_api::Backend;
+use barge_core::State;
 use serde_json::{json, Map, Value};
 
 use crate::form::{field_of, split_command};
@@ -16,7 +17,7 @@ use crate::limits::OVERVIEW_ROWS_MAX;
 use crate::pages::job::answer_json;
 use crate::{Response, Session};
 
-enum Kind {
+pub(super) enum Kind {
     Text,
     /// A number as text: what is not a whole number goes to the API as a string, which it
     /// refuses naming the member.
@@ -25,19 +26,22 @@ enum Kind {
     /// Free text with suggestions (queue and definition names).
     Suggest(&'static str),
     Lines,
+    /// One of the names in a list from the state (job queues); a value not in it (typed
+    /// before it was deleted, or kept after an error) stays selectable.
+    Choose(&'static str),
 }
 
-struct Field {
-    name: &'static str,
+pub(super) struct Field {
+    pub(super) name: &'static str,
     label: &'static str,
     kind: Kind,
     /// The API members this field sets, as error messages name them.
-    members: &'static [&'static str],
-    default: &'static str,
+    pub(super) members: &'static [&'static str],
+    pub(super) default: &'static str,
     help: &'static str,
 }
 
-const fn f(
+pub(super) const fn f(
     name: &'static str,
     label: &'static str,
     kind: Kind,
@@ -55,7 +59,7 @@ const fn f(
     }
 }
 
-const STATES: &[&str] = &["ENABLED", "DISABLED"];
+pub(super) const STATES: &[&str] = &["ENABLED", "DISABLED"];
 
 struct Spec {
     title: &'static str,
@@ -277,7 +281,8 @@ pub fn index(session: &Session) -> Response {
         <li><a href=\"/console/new/compute-environment\">Compute environment</a></li>\
         <li><a href=\"/console/new/job-queue\">Job queue</a></li>\
         <li><a href=\"/console/new/job-definition\">Job definition</a></li>\
-        <li><a href=\"/console/new/job\">Job (submit)</a></li></ul>";
+        <li><a href=\"/console/new/job\">Job (submit)</a></li>\
+        <li><a href=\"/console/new/schedule\">Schedule</a></li></ul>";
     Response::html(200, page("Create", Nav::Create, session, body))
 }
 
@@ -341,8 +346,33 @@ fn render<B: Backend>(
             }
         }
     }
-    let state = backend.snapshot();
-    for field in spec.fields {
+    fields_html(
+        &mut body,
+        &backend.snapshot(),
+        spec.fields,
+        values,
+        error_field,
+        error,
+    );
+    let _ = write!(
+        body,
+        "<button type=\"submit\" class=\"primary\">{}</button></form>",
+        esc(spec.button)
+    );
+    Response::html(status, page(spec.title, nav_of(kind), session, &body))
+}
+
+/// The fields of a form, each with its label, its value (kept after an error), the API's
+/// message when it is the field `error_field` names, and its help line.
+pub(super) fn fields_html(
+    body: &mut String,
+    state: &State,
+    fields: &[Field],
+    values: &BTreeMap<String, String>,
+    error_field: Option<&str>,
+    error: Option<&str>,
+) {
+    for field in fields {
         let value = values.get(field.name).map(String::as_str).unwrap_or("");
         let id = format!("f-{}", field.name);
         let bad = error_field == Some(field.name);
@@ -384,35 +414,31 @@ fn render<B: Backend>(
                     field.name,
                     esc(value)
                 );
-                let names: Vec<String> = match *list {
-                    "job-queues" => state
-                        .job_queues
-                        .keys()
-                        .take(OVERVIEW_ROWS_MAX)
-                        .cloned()
-                        .collect(),
-                    "compute-environments" => state
-                        .compute_environments
-                        .keys()
-                        .take(OVERVIEW_ROWS_MAX)
-                        .cloned()
-                        .collect(),
-                    _ => {
-                        let mut names: Vec<String> = state
-                            .job_definitions
-                            .keys()
-                            .map(|(n, _)| n.clone())
-                            .take(OVERVIEW_ROWS_MAX * 4)
-                            .collect();
-                        names.dedup();
-                        names.truncate(OVERVIEW_ROWS_MAX);
-                        names
-                    }
-                };
+                let names = names_of(state, list);
                 for n in names {
                     let _ = write!(body, "<option value=\"{}\">", esc(&n));
                 }
                 body.push_str("</datalist>");
+            }
+            Kind::Choose(list) => {
+                let _ = write!(body, "<select id=\"{id}\" name=\"{}\">", field.name);
+                let names = names_of(state, list);
+                if !names.iter().any(|n| n == value) {
+                    let _ = write!(
+                        body,
+                        "<option value=\"{0}\" selected>{0}</option>",
+                        esc(value)
+                    );
+                }
+                for n in names {
+                    let _ = write!(
+                        body,
+                        "<option value=\"{0}\"{1}>{0}</option>",
+                        esc(&n),
+                        if n == value { " selected" } else { "" }
+                    );
+                }
+                body.push_str("</select>");
             }
             Kind::Lines => {
                 let _ = write!(
@@ -436,12 +462,35 @@ fn render<B: Backend>(
         }
         body.push_str("</div>");
     }
-    let _ = write!(
-        body,
-        "<button type=\"submit\" class=\"primary\">{}</button></form>",
-        esc(spec.button)
-    );
-    Response::html(status, page(spec.title, nav_of(kind), session, &body))
+}
+
+/// Names from the state for a suggestion list or a select, bounded.
+fn names_of(state: &State, list: &str) -> Vec<String> {
+    match list {
+        "job-queues" => state
+            .job_queues
+            .keys()
+            .take(OVERVIEW_ROWS_MAX)
+            .cloned()
+            .collect(),
+        "compute-environments" => state
+            .compute_environments
+            .keys()
+            .take(OVERVIEW_ROWS_MAX)
+            .cloned()
+            .collect(),
+        _ => {
+            let mut names: Vec<String> = state
+                .job_definitions
+                .keys()
+                .map(|(n, _)| n.clone())
+                .take(OVERVIEW_ROWS_MAX * 4)
+                .collect();
+            names.dedup();
+            names.truncate(OVERVIEW_ROWS_MAX);
+            names
+        }
+    }
 }
 
 fn nav_of(kind: &str) -> Nav {
@@ -490,13 +539,13 @@ pub async fn submit<B: Backend>(
     }
 }
 
-fn text(v: &str) -> Option<Value> {
+pub(super) fn text(v: &str) -> Option<Value> {
     let v = v.trim();
     (!v.is_empty()).then(|| Value::String(v.to_string()))
 }
 
 /// A whole number when it is one; other text goes as a string for the API to refuse.
-fn number(v: &str) -> Option<Value> {
+pub(super) fn number(v: &str) -> Option<Value> {
     let v = v.trim();
     if v.is_empty() {
         return None;
@@ -517,7 +566,7 @@ fn list(v: &str) -> Vec<String> {
 
 /// `NAME=value` lines as AWS's [{name, value}] (a line without `=` is a name with no value,
 /// which the API refuses if it must).
-fn environment(v: &str) -> Vec<Value> {
+pub(super) fn environment(v: &str) -> Vec<Value> {
     v.lines()
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
@@ -528,7 +577,7 @@ fn environment(v: &str) -> Vec<Value> {
         .collect()
 }
 
-fn command(field: &str, v: &str) -> Result<Option<Vec<String>>, String> {
+pub(super) fn command(field: &str, v: &str) -> Result<Option<Vec<String>>, String> {
     if v.trim().is_empty() {
         return Ok(None);
     }

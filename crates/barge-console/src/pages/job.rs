@@ -290,7 +290,7 @@ pub fn show<B: Backend>(
 
 /// A command as one would type it: arguments with spaces, quotes or other shell characters
 /// are single-quoted.
-fn shell_words(args: &[String]) -> String {
+pub(super) fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
             let plain = !a.is_empty()

@@ -7,6 +7,7 @@ pub mod job;
 pub mod jobs;
 pub mod login;
 pub mod overview;
+pub mod schedules;
 
 use crate::html::{esc, page, Nav};
 use crate::{Response, Session};
@@ -17,11 +18,7 @@ pub fn message(status: u16, session: &Session, title: &str, text: &str) -> Respo
         status,
         page(
             title,
-            if title == "Schedules" {
-                Nav::Schedules
-            } else {
-                Nav::None
-            },
+            Nav::None,
             session,
             &format!(
                 "<h1>{}</h1><p class=\"message\">{}</p>",

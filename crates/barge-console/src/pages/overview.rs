@@ -1,5 +1,6 @@
 //! The overview: every job queue with its counts by status (each count from an index, O(1)),
-//! and every compute environment with its vCPU bounds, the vCPUs in use and its agents.
+//! every compute environment with its vCPU bounds, the vCPUs in use and its agents, and the
+//! schedules: how many, and the next few to fire.
 
 use std::fmt::Write;
 
@@ -104,5 +105,6 @@ pub fn show<B: Backend>(backend: &B, session: &Session) -> Response {
         body.push_str("<tr><td colspan=\"9\">No compute environments yet: <a href=\"/console/new/compute-environment\">create one</a>.</td></tr>");
     }
     body.push_str("</tbody></table></section>");
+    body.push_str(&super::schedules::overview_panel(&state));
     Response::html(200, page("Overview", Nav::Overview, session, &body))
 }
