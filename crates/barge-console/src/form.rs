@@ -6,19 +6,15 @@ use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode_str;
 
-use crate::limits::FORM_VALUE_CHARS_MAX;
-
-/// Decoded `key=value` pairs; a key given twice keeps its last value. Values are cut to
-/// `FORM_VALUE_CHARS_MAX` characters.
+/// Decoded `key=value` pairs; a key given twice keeps its last value. Values are kept whole:
+/// they go to the API, which judges them (the body itself is bounded by
+/// `FORM_BODY_BYTES_MAX`); cutting one here would register something the person did not type.
 pub fn parse(text: &str) -> BTreeMap<String, String> {
     text.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                decode(k),
-                decode(v).chars().take(FORM_VALUE_CHARS_MAX).collect(),
-            )
+            (decode(k), decode(v))
         })
         .collect()
 }

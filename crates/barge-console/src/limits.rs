@@ -26,8 +26,6 @@ pub const LOG_LINES_KEPT_MAX: usize = 5_000;
 pub const FORM_BODY_BYTES_MAX: usize = 64 * 1024;
 /// A console session (and its sign-in) lasts this long, in milliseconds: a working day.
 pub const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
-/// Characters of a field's value kept when a form is shown again after an error.
-pub const FORM_VALUE_CHARS_MAX: usize = 16 * 1024;
 /// Queues and compute environments listed on the overview (AWS allows 50 and 50 per
 /// account; Barge's are few as well).
 pub const OVERVIEW_ROWS_MAX: usize = 500;

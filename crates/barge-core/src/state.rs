@@ -268,6 +268,14 @@ impl State {
     }
 
     /// The jobs that depend on `job_id`.
+    /// The first `max` jobs (by id) that depend on `job_id`, and how many there are in all,
+    /// without copying the rest: what a page shows of a job with a million dependents.
+    pub fn dependents_first(&self, job_id: &str, max: usize) -> (Vec<String>, usize) {
+        self.dependents.get(job_id).map_or((Vec::new(), 0), |s| {
+            (s.iter().take(max).cloned().collect(), s.len())
+        })
+    }
+
     pub fn dependents_of(&self, job_id: &str) -> Vec<String> {
         self.dependents
             .get(job_id)

@@ -230,7 +230,7 @@ pub fn show<B: Backend>(
     }
 
     // Dependencies, both ways.
-    let dependents = state.dependents_of(&job.id);
+    let (dependents, dependents_total) = state.dependents_first(&job.id, DEPENDENTS_SHOWN_MAX);
     if !job.depends_on.is_empty() || !dependents.is_empty() {
         body.push_str("<section><h2>Dependencies</h2>");
         if !job.depends_on.is_empty() {
@@ -251,7 +251,7 @@ pub fn show<B: Backend>(
         }
         if !dependents.is_empty() {
             body.push_str("<p>Jobs that depend on it:</p><ul class=\"deps\">");
-            for id in dependents.iter().take(DEPENDENTS_SHOWN_MAX) {
+            for id in &dependents {
                 let _ = write!(
                     body,
                     "<li><a href=\"/console/jobs/{}\">{}</a></li>",
@@ -259,11 +259,11 @@ pub fn show<B: Backend>(
                     esc(id)
                 );
             }
-            if dependents.len() > DEPENDENTS_SHOWN_MAX {
+            if dependents_total > dependents.len() {
                 let _ = write!(
                     body,
                     "<li>… and {} more</li>",
-                    dependents.len() - DEPENDENTS_SHOWN_MAX
+                    dependents_total - dependents.len()
                 );
             }
             body.push_str("</ul>");
