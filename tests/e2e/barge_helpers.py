@@ -6,6 +6,7 @@ waits is bounded; nothing asserts on speed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -624,3 +625,24 @@ def why_no_docker() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker daemon did not answer"
     return None if r.returncode == 0 else f"the Docker daemon does not answer: {r.stderr.strip()}"
+
+
+# 2030-01-01T00:00:00Z: where an injected schedules' clock starts.
+SCHEDULE_CLOCK_T0 = int(datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+class ScheduleClock:
+    """The schedules' clock a test injects (`BARGE_TEST_SCHEDULE_CLOCK_FILE`): epoch
+    milliseconds in a file, replaced atomically, only ever moved forward."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.now = SCHEDULE_CLOCK_T0
+        self.set(SCHEDULE_CLOCK_T0)
+
+    def set(self, ms: int) -> None:
+        assert ms >= self.now, "the module's clock only moves forward"
+        self.now = ms
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(ms))
+        tmp.replace(self.path)

@@ -8,13 +8,13 @@ server), and delete their schedules when done so that later moves fire nothing o
 
 from __future__ import annotations
 
-import datetime
-import pathlib
 
 import pytest
 import requests
 
 from barge_helpers import (
+    SCHEDULE_CLOCK_T0 as T0,
+    ScheduleClock as Clock,
     ARN_PREFIX,
     HTTP_TIMEOUT_S,
     assert_client_exception,
@@ -25,23 +25,7 @@ from barge_helpers import (
     wait_until,
 )
 
-# 2030-01-01T00:00:00Z: where the injected clock starts.
-T0 = int(datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 HOUR = 3_600_000
-
-
-class Clock:
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.now = T0
-        self.set(T0)
-
-    def set(self, ms: int) -> None:
-        assert ms >= self.now, "the module's clock only moves forward"
-        self.now = ms
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(str(ms))
-        tmp.replace(self.path)
 
 
 @pytest.fixture(scope="module")

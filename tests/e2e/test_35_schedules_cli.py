@@ -11,7 +11,6 @@ BARGE_GOLDEN_UPDATE=1 and review the diff.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
@@ -20,14 +19,12 @@ import subprocess
 import pytest
 import requests
 
-from barge_helpers import HTTP_TIMEOUT_S, MARKER_ENV, barge_bin, batch_client, free_port, uniq, wait_for, wait_until
+from barge_helpers import SCHEDULE_CLOCK_T0 as T0, ScheduleClock as Clock, HTTP_TIMEOUT_S, MARKER_ENV, barge_bin, batch_client, free_port, uniq, wait_for, wait_until
 from test_34_people_cli import REFUSED, OK, UNREACHABLE, USAGE, env_without_aws, normalise
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden" / "schedules_cli"
 UPDATE = os.environ.get("BARGE_GOLDEN_UPDATE") == "1"
 
-# 2030-01-01T00:00:00Z: where the injected clock starts.
-T0 = int(datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
 def golden(name: str, actual: str) -> None:
@@ -39,20 +36,6 @@ def golden(name: str, actual: str) -> None:
         return
     assert path.exists(), f"{path} is missing: run with BARGE_GOLDEN_UPDATE=1 to write it"
     assert actual == path.read_text(), f"{name} differs from its golden file:\n{actual}"
-
-
-class Clock:
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.now = T0
-        self.set(T0)
-
-    def set(self, ms: int) -> None:
-        assert ms >= self.now, "the module's clock only moves forward"
-        self.now = ms
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(str(ms))
-        tmp.replace(self.path)
 
 
 @pytest.fixture(scope="module")
