@@ -19,6 +19,26 @@ impl Memory {
         }
     }
 
+    /// A state with an UNMANAGED compute environment `ce`, a job queue `q` on it and a job
+    /// definition `d` (1 vCPU, 64 MiB): what most page tests start from.
+    pub fn with_queue() -> Memory {
+        let m = Memory::new();
+        m.call(
+            "createcomputeenvironment",
+            serde_json::json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}),
+        );
+        m.call(
+            "createjobqueue",
+            serde_json::json!({"jobQueueName": "q", "priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}]}),
+        );
+        m.call(
+            "registerjobdefinition",
+            serde_json::json!({"jobDefinitionName": "d", "type": "container", "containerProperties": {"image": "busybox",
+                   "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
+        );
+        m
+    }
+
     /// Runs one API operation and returns its answer's JSON (panics on an error answer).
     pub fn call(&self, op: &str, body: serde_json::Value) -> serde_json::Value {
         let answer = futures_lite(barge_api::batch_operation(

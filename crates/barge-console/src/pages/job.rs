@@ -450,20 +450,7 @@ mod tests {
 
     #[test]
     fn what_a_job_carries_is_escaped_on_its_page() {
-        let m = Memory::new();
-        m.call(
-            "createcomputeenvironment",
-            json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}),
-        );
-        m.call(
-            "createjobqueue",
-            json!({"jobQueueName": "q", "priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}]}),
-        );
-        m.call(
-            "registerjobdefinition",
-            json!({"jobDefinitionName": "d", "type": "container", "containerProperties": {"image": "busybox",
-                   "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
-        );
+        let m = Memory::with_queue();
         let job = m.call(
             "submitjob",
             json!({"jobName": "j", "jobQueue": "q", "jobDefinition": "d",

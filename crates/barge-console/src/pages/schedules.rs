@@ -691,20 +691,7 @@ mod tests {
     }
 
     fn setup() -> Memory {
-        let m = Memory::new();
-        m.call(
-            "createcomputeenvironment",
-            json!({"computeEnvironmentName": "ce", "type": "UNMANAGED"}),
-        );
-        m.call(
-            "createjobqueue",
-            json!({"jobQueueName": "q", "priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}]}),
-        );
-        m.call(
-            "registerjobdefinition",
-            json!({"jobDefinitionName": "d", "type": "container", "containerProperties": {"image": "busybox",
-                   "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]}}),
-        );
+        let m = Memory::with_queue();
         m
     }
 
