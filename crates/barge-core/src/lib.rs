@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod stored;
+pub mod time;
 
 pub use apply::apply;
 pub use command::{Changes, Command, CoreError, Effect, Key, Plan, Reply};

@@ -230,7 +230,7 @@ pub fn run_renderer(bus: Arc<EventBus>, rx: Receiver<Moved>) {
                 moved.dropped_before
             );
         }
-        let time = iso8601(moved.now_ms);
+        let time = barge_core::time::UtcTime::from_ms(moved.now_ms).iso8601();
         let mut rendered = Vec::new();
         for (state, transitions) in &moved.commands {
             for t in transitions {
@@ -261,38 +261,9 @@ fn envelope(state: &State, job: &barge_core::model::Job, time: &str) -> serde_js
     })
 }
 
-/// Epoch milliseconds as EventBridge writes times: `2026-11-21T14:13:17Z` (UTC, seconds).
-pub fn iso8601(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), by 400-year eras.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc_iso8601() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(iso8601(1_795_270_397_999), "2026-11-21T14:13:17Z");
-    }
 
     fn publish(bus: &EventBus, dropped: u64, n: usize) {
         let rendered = (0..n)
